@@ -1,0 +1,223 @@
+"""The contract every provider client keeps, so the pipeline never needs to know which one it talks to.
+
+A provider is reached in three steps (submit, verify, retrieve) plus a download of the files its
+links point at. Synchronous services (MYSuite CONVERT_NATIVE_XML for small documents) answer the
+submit with the finished document; the pipeline then skips polling. Every failure is raised as one of
+four error classes, because the pipeline's reaction depends only on the class: retry later, slow the
+whole provider down, stop calling the provider, or fail the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+
+class ErrorClass(enum.StrEnum):
+    TRANSIENT = "transient"
+    RATE_LIMITED = "rate_limited"
+    AUTH = "auth"
+    PERMANENT = "permanent"
+
+
+class ProviderError(Exception):
+    """A provider call that did not succeed, with everything the provider said about why.
+
+    The message never contains payloads, credentials or links: it is written to logs and events.
+    """
+
+    error_class: ErrorClass = ErrorClass.TRANSIENT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        description: str | None = None,
+        hint: str | None = None,
+        data: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.description = description
+        self.hint = hint
+        self.data = data
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.code is not None:
+            parts.append(f"code={self.code}")
+        for name in ("description", "hint", "data"):
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name}={value}")
+        return " ".join(parts)
+
+
+class TransientError(ProviderError):
+    """Timeouts, connection errors, 5xx, SOAP faults, unparsable answers: the same call may work later."""
+
+    error_class = ErrorClass.TRANSIENT
+
+
+class RateLimitedError(ProviderError):
+    """The provider asks us to slow down (429, quota); `retry_after` says for how long when known."""
+
+    error_class = ErrorClass.RATE_LIMITED
+
+
+class AuthError(ProviderError):
+    """Credentials refused: retrying blindly can lock the account, so the provider must be stopped."""
+
+    error_class = ErrorClass.AUTH
+
+
+class PermanentError(ProviderError):
+    """The provider rejected the document or the request; sending it again cannot succeed."""
+
+    error_class = ErrorClass.PERMANENT
+
+
+class InvalidPayload(PermanentError):
+    """The document was refused locally before anything was sent (size, well-formedness, root, key)."""
+
+
+class VerifyStatus(enum.StrEnum):
+    PENDING = "pending"
+    ISSUED = "issued"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DocumentIds:
+    """The fiscal identity of an issued document (MYSuite: CFDI UUID, year, serie, folio)."""
+
+    guid: str | None = None
+    year: int | None = None
+    batch: str | None = None
+    serial: str | None = None
+    enrolled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What a submit returned.
+
+    `adopted` is true when the provider said the document was already received (MYSuite 3196,
+    Hacienda "ya fue recibido") and handed back the existing request id. `issued` and `files` are
+    set by synchronous services that answer with the finished document.
+    """
+
+    request_id: str
+    adopted: bool = False
+    issued: DocumentIds | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    status: VerifyStatus
+    document: DocumentIds | None = None
+    error_message: str | None = None
+    error_code: str | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrieveResult:
+    """Download links ("xml", "pdf") and when they stop working; `files` for content sent inline."""
+
+    links: Mapping[str, str]
+    expires_at: datetime | None
+    document: DocumentIds | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    path: Path
+    sha256: str
+    size: int
+    content_type: str
+
+
+class Provider(Protocol):
+    """One e-invoicing provider, as the pipeline sees it. Implementations hold no database state."""
+
+    name: str
+
+    @property
+    def entity(self) -> str:
+        """The issuer the credentials belong to (MYSuite Entity RFC, Hacienda cédula)."""
+        ...
+
+    def validate(self, payload: bytes, internal_id: str) -> None:
+        """Raise InvalidPayload for a document that must never be sent; cheap, no network."""
+        ...
+
+    def submit(self, payload: bytes, internal_id: str, *, attempt: int = 1) -> SubmitResult: ...
+
+    def verify(self, request_id: str) -> VerifyResult: ...
+
+    def retrieve(self, request_id: str) -> RetrieveResult: ...
+
+    def download(self, url: str, dest: Path) -> DownloadResult: ...
+
+    def close(self) -> None: ...
+
+
+RequestObserver = Callable[[str, str, str, float], None]
+"""Called after every provider request with (provider, operation, outcome, seconds)."""
+
+_observers: list[RequestObserver] = []
+
+
+def add_request_observer(observer: RequestObserver) -> None:
+    """Lets the worker count requests for metrics without providers importing the worker."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+@contextmanager
+def observed(provider: str, operation: str) -> Iterator[None]:
+    """Time one provider request and report its outcome (`ok` or the error class) to the observers."""
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        yield
+    except ProviderError as exc:
+        outcome = exc.error_class.value
+        raise
+    except Exception:
+        outcome = ErrorClass.TRANSIENT.value
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        for observer in list(_observers):
+            observer(provider, operation, outcome, elapsed)
+
+
+def read_setting(name: str, default: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """Read NAME from the environment, or from the file named by NAME_FILE (Docker/Kubernetes secrets).
+
+    The file wins over a plain variable so that a secret mounted by the orchestrator cannot be
+    shadowed by a stale value left in the environment.
+    """
+    env = os.environ if environ is None else environ
+    file_name = env.get(f"{name}_FILE")
+    if file_name:
+        return Path(file_name).read_text(encoding="utf-8").strip()
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    return value

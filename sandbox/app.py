@@ -1,0 +1,14 @@
+"""Every simulator on one port, at the paths of the interface contract."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+
+def build_app() -> Starlette:
+    """MYSuite under /mysuite (async and sync services), Hacienda under /hacienda."""
+    from sandbox.hacienda import create_app as hacienda_app
+    from sandbox.mysuite import create_app as mysuite_app
+
+    return Starlette(routes=[Mount("/mysuite", app=mysuite_app()), Mount("/hacienda", app=hacienda_app())])

@@ -1,0 +1,61 @@
+"""Shared fixtures: real PostgreSQL databases, a Redis database, and the sandbox over HTTP.
+
+Each test session gets databases of its own, so several sessions (and CI) can share one server.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+TEST_PG = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TEST_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def _psycopg_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def create_pg_database() -> str:
+    """Create an empty database on the test server and return its plain postgresql:// URL."""
+    name = f"einvoice_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(_psycopg_url(TEST_PG), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    base = TEST_PG.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = sa.create_engine(_psycopg_url(TEST_PG), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """A brand-new, empty PostgreSQL database (no schema), dropped afterwards."""
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database index of this session's own, emptied first."""
+    import redis
+
+    index = random.randint(1, 15)
+    url = f"{TEST_REDIS}/{index}"
+    redis.Redis.from_url(url).flushdb()
+    return url
