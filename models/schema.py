@@ -1,0 +1,123 @@
+"""Tables: jobs, their payloads (kept apart: up to 40 MB each), append-only events, archived files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity for the
+# fastest-growing table.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Timestamp(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend; SQLite has no time zones, so it stores naive UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    """One invoice on its way through a provider. `state` only changes through the store's CAS updates."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "entity", "internal_id", name="uq_jobs_provider_entity_internal_id"),
+        sa.Index("ix_jobs_due", "state", "next_attempt_at"),
+        sa.Index("ix_jobs_internal_id", "internal_id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    provider: Mapped[str] = mapped_column(sa.String(32))
+    entity: Mapped[str] = mapped_column(sa.String(64))
+    internal_id: Mapped[str] = mapped_column(sa.String(50))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    provider_request_id: Mapped[str | None] = mapped_column(sa.String(100))
+    adopted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    polls: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    lease_until: Mapped[datetime | None] = mapped_column(Timestamp())
+    deadline_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    created_at: Mapped[datetime] = mapped_column(Timestamp())
+    updated_at: Mapped[datetime] = mapped_column(Timestamp())
+    state_changed_at: Mapped[datetime] = mapped_column(Timestamp())
+    submitted_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    issued_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    doc_guid: Mapped[str | None] = mapped_column(sa.String(100))
+    doc_year: Mapped[int | None] = mapped_column(sa.Integer)
+    doc_batch: Mapped[str | None] = mapped_column(sa.String(100))
+    doc_serial: Mapped[str | None] = mapped_column(sa.String(100))
+    xml_url: Mapped[str | None] = mapped_column(sa.Text)
+    pdf_url: Mapped[str | None] = mapped_column(sa.Text)
+    links_expires_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    links_refreshed_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    error_class: Mapped[str | None] = mapped_column(sa.String(32))
+    error_code: Mapped[str | None] = mapped_column(sa.String(64))
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class Payload(Base):
+    """The ERP's document, read only by the submit step; never loaded with the job row."""
+
+    __tablename__ = "payloads"
+
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    content: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Event(Base):
+    """An append-only record of a transition, an error, a retry or a link refresh. Never updated."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(Timestamp())
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    from_state: Mapped[str | None] = mapped_column(sa.String(16))
+    to_state: Mapped[str | None] = mapped_column(sa.String(16))
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    attempt: Mapped[int | None] = mapped_column(sa.Integer)
+    error_class: Mapped[str | None] = mapped_column(sa.String(32))
+    provider_code: Mapped[str | None] = mapped_column(sa.String(64))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class Artifact(Base):
+    """A file archived from the provider (XML, PDF, answer), so a copy outlives the provider's links."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (sa.UniqueConstraint("job_id", "kind", name="uq_artifacts_job_kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    path: Mapped[str] = mapped_column(sa.Text)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    content_type: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(Timestamp())

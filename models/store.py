@@ -1,0 +1,521 @@
+"""The store: the only code that writes job state and events.
+
+Every state change is a compare-and-set on the state the caller expects, written in the same
+transaction as its event, so that a task delivered twice, or two workers racing for one job, leave
+exactly one transition behind: the loser's update matches no row and it does nothing.
+
+`next_attempt_at` is both the schedule and the safety net: whenever a job is handed to the broker,
+its `next_attempt_at` moves a little into the future, so that if the message is lost (Redis flushed,
+worker killed) the sweep finds the job due again and dispatches it once more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import is_sqlite
+from models.schema import Artifact, Event, Job, Payload
+from models.states import ACTIVE, JobState, check_transition
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What went wrong, as stored on the job and in its event."""
+
+    error_class: str
+    message: str
+    code: str | None = None
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class AmbiguousJob(LookupError):
+    pass
+
+
+class Store:
+    """All reads and writes of jobs, payloads, events and artifacts."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._skip_locked = not is_sqlite(engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # ----------------------------------------------------------------- creation
+
+    def create_job(
+        self,
+        *,
+        provider: str,
+        entity: str,
+        internal_id: str,
+        payload: bytes | None,
+        actor: str,
+        deadline: timedelta,
+        dispatch_grace: timedelta,
+        invalid_reason: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert a job with its payload and first event, or return the existing one for the same key.
+
+        A valid job starts `queued` with `next_attempt_at` set `dispatch_grace` ahead: the producer
+        publishes its message right after commit, and if that publish is lost the sweep picks the job
+        up once the grace has passed.
+        """
+        now = utcnow()
+        state = JobState.INVALID if invalid_reason else JobState.QUEUED
+        job = Job(
+            id=str(uuid.uuid4()),
+            provider=provider,
+            entity=entity,
+            internal_id=internal_id,
+            state=state.value,
+            size_bytes=len(payload) if payload is not None else 0,
+            adopted=False,
+            attempts=0,
+            polls=0,
+            next_attempt_at=None if invalid_reason else now + dispatch_grace,
+            deadline_at=now + deadline,
+            created_at=now,
+            updated_at=now,
+            state_changed_at=now,
+        )
+        if invalid_reason:
+            job.error_class = "invalid"
+            job.error_message = invalid_reason
+        try:
+            with self.session() as session:
+                session.add(job)
+                session.flush()
+                if payload is not None and not invalid_reason:
+                    session.add(
+                        Payload(
+                            job_id=job.id,
+                            content=payload,
+                            sha256=hashlib.sha256(payload).hexdigest(),
+                            size_bytes=len(payload),
+                        )
+                    )
+                session.add(
+                    Event(
+                        job_id=job.id,
+                        at=now,
+                        kind="transition",
+                        from_state=None,
+                        to_state=state.value,
+                        actor=actor,
+                        error_class="invalid" if invalid_reason else None,
+                        message=invalid_reason or "accepted",
+                    )
+                )
+            return job, True
+        except IntegrityError:
+            existing = self.find(provider=provider, entity=entity, internal_id=internal_id)
+            if existing is None:
+                raise
+            return existing, False
+
+    # ------------------------------------------------------------------ reading
+
+    def find(self, *, provider: str, entity: str, internal_id: str) -> Job | None:
+        with self.session() as session:
+            return session.scalars(
+                sa.select(Job).where(Job.provider == provider, Job.entity == entity, Job.internal_id == internal_id)
+            ).one_or_none()
+
+    def get(self, job_id: str) -> Job:
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"no job {job_id}")
+            return job
+
+    def resolve(self, ref: str) -> Job:
+        """A job by its id or, failing that, by the ERP's internal id (which must then be unambiguous)."""
+        with self.session() as session:
+            job = session.get(Job, ref)
+            if job is not None:
+                return job
+            matches = session.scalars(sa.select(Job).where(Job.internal_id == ref).limit(2)).all()
+        if not matches:
+            raise JobNotFound(f"no job with id or internal id {ref!r}")
+        if len(matches) > 1:
+            raise AmbiguousJob(f"internal id {ref!r} exists for several providers or entities; use the job id")
+        return matches[0]
+
+    def payload(self, job_id: str) -> bytes:
+        with self.session() as session:
+            content = session.scalar(sa.select(Payload.content).where(Payload.job_id == job_id))
+        if content is None:
+            raise JobNotFound(f"no payload for job {job_id}")
+        return bytes(content)
+
+    def events(self, job_id: str) -> list[Event]:
+        with self.session() as session:
+            return list(session.scalars(sa.select(Event).where(Event.job_id == job_id).order_by(Event.id)))
+
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        with self.session() as session:
+            return list(session.scalars(sa.select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.kind)))
+
+    def list_jobs(
+        self, *, state: str | None = None, provider: str | None = None, limit: int | None = None
+    ) -> list[Job]:
+        query = sa.select(Job).order_by(Job.created_at, Job.id)
+        if state:
+            query = query.where(Job.state == state)
+        if provider:
+            query = query.where(Job.provider == provider)
+        if limit:
+            query = query.limit(limit)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(self, job_id: str, expected: JobState, lease: timedelta) -> Job | None:
+        """Take the job for one step, or None when it is not in `expected` or another worker holds it.
+
+        The lease keeps the sweep and duplicate deliveries away while the step runs; if the worker
+        dies, the lease runs out and the sweep dispatches the job again.
+        """
+        now = utcnow()
+        with self.session() as session:
+            result = session.execute(
+                sa.update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.state == expected.value,
+                    sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
+                )
+                .values(lease_until=now + lease, next_attempt_at=now + lease, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return None
+            return session.get(Job, job_id)
+
+    def release(self, job_id: str, expected: JobState, next_attempt_at: datetime | None) -> bool:
+        """Give the job back without a transition (nothing to do yet), scheduling its next step."""
+        return self._update_in_state(job_id, expected, {"lease_until": None, "next_attempt_at": next_attempt_at})
+
+    # -------------------------------------------------------------- transitions
+
+    def transition(
+        self,
+        job_id: str,
+        from_state: JobState,
+        to_state: JobState,
+        *,
+        actor: str,
+        message: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        next_attempt_at: datetime | None = None,
+        attempt: int | None = None,
+        error: ErrorInfo | None = None,
+        kind: str = "transition",
+    ) -> bool:
+        """Move the job from `from_state` to `to_state` if it is still in `from_state`; False if not."""
+        check_transition(from_state, to_state)
+        now = utcnow()
+        values: dict[str, Any] = {
+            "state": to_state.value,
+            "state_changed_at": now,
+            "updated_at": now,
+            "lease_until": None,
+            "next_attempt_at": next_attempt_at,
+        }
+        if error is not None:
+            values.update(error_class=error.error_class, error_code=error.code, error_message=error.message)
+        values.update(fields or {})
+        with self.session() as session:
+            result = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == from_state.value)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return False
+            session.add(
+                Event(
+                    job_id=job_id,
+                    at=now,
+                    kind=kind,
+                    from_state=from_state.value,
+                    to_state=to_state.value,
+                    actor=actor,
+                    attempt=attempt,
+                    error_class=error.error_class if error else None,
+                    provider_code=error.code if error else None,
+                    message=error.message if error and message is None else message,
+                )
+            )
+        return True
+
+    def record_error(
+        self,
+        job_id: str,
+        state: JobState,
+        error: ErrorInfo,
+        *,
+        actor: str,
+        attempt: int,
+        next_attempt_at: datetime | None,
+    ) -> bool:
+        """An error that does not change the state (transient, rate-limited, auth): event + reschedule."""
+        now = utcnow()
+        with self.session() as session:
+            result = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == state.value)
+                .values(
+                    lease_until=None,
+                    next_attempt_at=next_attempt_at,
+                    updated_at=now,
+                    error_class=error.error_class,
+                    error_code=error.code,
+                    error_message=error.message,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return False
+            when = f"; next attempt at {next_attempt_at.isoformat()}" if next_attempt_at else ""
+            session.add(
+                Event(
+                    job_id=job_id,
+                    at=now,
+                    kind="error",
+                    from_state=state.value,
+                    to_state=state.value,
+                    actor=actor,
+                    attempt=attempt,
+                    error_class=error.error_class,
+                    provider_code=error.code,
+                    message=f"{error.message}{when}",
+                )
+            )
+        return True
+
+    def record_attempt(self, job_id: str, state: JobState) -> int:
+        """Count one more call to the provider for this job's current step; returns the new count."""
+        with self.session() as session:
+            session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == state.value)
+                .values(attempts=Job.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
+            return int(session.scalar(sa.select(Job.attempts).where(Job.id == job_id)) or 0)
+
+    def record_poll(self, job_id: str, next_attempt_at: datetime | None) -> bool:
+        """A verify that found the document still pending: count the poll, schedule the next one."""
+        return self._update_in_state(
+            job_id,
+            JobState.SUBMITTED,
+            {"polls": Job.polls + 1, "lease_until": None, "next_attempt_at": next_attempt_at},
+        )
+
+    def record_links(
+        self,
+        job_id: str,
+        state: JobState,
+        links: Mapping[str, str],
+        expires_at: datetime | None,
+        *,
+        actor: str,
+        next_attempt_at: datetime | None,
+        refresh: bool,
+    ) -> bool:
+        """Store fresh download links. The event says when they expire but never holds the URLs."""
+        now = utcnow()
+        with self.session() as session:
+            result = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == state.value)
+                .values(
+                    xml_url=links.get("xml"),
+                    pdf_url=links.get("pdf"),
+                    links_expires_at=expires_at,
+                    links_refreshed_at=now,
+                    lease_until=None if refresh else Job.lease_until,
+                    next_attempt_at=next_attempt_at if refresh else Job.next_attempt_at,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return False
+            if refresh:
+                expiry = expires_at.isoformat() if expires_at else "unknown"
+                session.add(
+                    Event(
+                        job_id=job_id,
+                        at=now,
+                        kind="links",
+                        from_state=state.value,
+                        to_state=state.value,
+                        actor=actor,
+                        message=f"links refreshed ({', '.join(sorted(links))}); expire at {expiry}",
+                    )
+                )
+        return True
+
+    def record_artifact(self, job_id: str, *, kind: str, path: str, sha256: str, size: int, content_type: str) -> None:
+        """Remember an archived file; a second download of the same kind replaces the first's record."""
+        now = utcnow()
+        with self.session() as session:
+            session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
+            session.add(
+                Artifact(
+                    job_id=job_id,
+                    kind=kind,
+                    path=path,
+                    sha256=sha256,
+                    size_bytes=size,
+                    content_type=content_type,
+                    created_at=now,
+                )
+            )
+
+    def _update_in_state(self, job_id: str, state: JobState, values: Mapping[str, Any]) -> bool:
+        with self.session() as session:
+            result = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == state.value)
+                .values(updated_at=utcnow(), **values)
+                .execution_options(synchronize_session=False)
+            )
+            return _rowcount(result) == 1
+
+    # ------------------------------------------------------------------ sweeps
+
+    def take_due(self, *, limit: int, redispatch_after: timedelta) -> list[tuple[str, JobState]]:
+        """Claim up to `limit` jobs whose next step is due and push their schedule `redispatch_after` on.
+
+        `FOR UPDATE SKIP LOCKED` lets several beat sweeps (or a sweep and a CLI) run at once without
+        taking the same rows. The pushed schedule means a job dispatched now is not dispatched again
+        by the next sweep unless its message was lost.
+        """
+        now = utcnow()
+        query = (
+            sa.select(Job.id, Job.state)
+            .where(
+                Job.state.in_([s.value for s in ACTIVE]),
+                Job.next_attempt_at <= now,
+                sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
+            )
+            .order_by(Job.next_attempt_at)
+            .limit(limit)
+        )
+        if self._skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        with self.session() as session:
+            rows = session.execute(query).all()
+            if not rows:
+                return []
+            session.execute(
+                sa.update(Job)
+                .where(Job.id.in_([row.id for row in rows]))
+                .values(next_attempt_at=now + redispatch_after)
+                .execution_options(synchronize_session=False)
+            )
+        return [(row.id, JobState(row.state)) for row in rows]
+
+    # ----------------------------------------------------------- observability
+
+    def count_by_state(self) -> list[tuple[str, str, int]]:
+        with self.session() as session:
+            rows = session.execute(
+                sa.select(Job.provider, Job.state, sa.func.count()).group_by(Job.provider, Job.state)
+            ).all()
+        return [(provider, state, int(count)) for provider, state, count in rows]
+
+    def oldest_due_seconds(self) -> dict[str, float]:
+        """Per provider, how late the most overdue active job is (0 when nothing is overdue)."""
+        now = utcnow()
+        with self.session() as session:
+            rows = session.execute(
+                sa.select(Job.provider, sa.func.min(Job.next_attempt_at))
+                .where(Job.state.in_([JobState.QUEUED.value, JobState.SUBMITTED.value, JobState.ISSUED.value]))
+                .group_by(Job.provider)
+            ).all()
+        result: dict[str, float] = {}
+        for provider, oldest in rows:
+            if oldest is not None and oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=UTC)
+            result[provider] = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        return result
+
+    def transition_counts(self) -> list[tuple[str, str | None, str | None, int]]:
+        """(provider, from, to, count) over all transition events, for checking counters against history."""
+        with self.session() as session:
+            rows = session.execute(
+                sa.select(Job.provider, Event.from_state, Event.to_state, sa.func.count())
+                .join(Job, Job.id == Event.job_id)
+                .where(Event.kind.in_(["transition", "retry"]))
+                .group_by(Job.provider, Event.from_state, Event.to_state)
+            ).all()
+        return [(p, f, t, int(n)) for p, f, t, n in rows]
+
+    def seconds_per_byte(self, provider: str, *, sample: int = 50) -> float | None:
+        """The median processing time per byte over the provider's recent issued documents.
+
+        The first poll of a new document is scheduled from this, so that a document is polled about
+        when it should be ready rather than at a fixed interval.
+        """
+        with self.session() as session:
+            rows = session.execute(
+                sa.select(Job.submitted_at, Job.issued_at, Job.size_bytes)
+                .where(
+                    Job.provider == provider,
+                    Job.issued_at.is_not(None),
+                    Job.submitted_at.is_not(None),
+                    Job.size_bytes > 0,
+                    Job.polls > 0,
+                )
+                .order_by(Job.issued_at.desc())
+                .limit(sample)
+            ).all()
+        rates = [
+            max(0.0, (issued - submitted).total_seconds()) / size
+            for submitted, issued, size in rows
+            if submitted is not None and issued is not None
+        ]
+        return statistics.median(rates) if rates else None
+
+    def jobs_with_states(self, states: Iterable[JobState]) -> int:
+        with self.session() as session:
+            return int(
+                session.scalar(
+                    sa.select(sa.func.count()).select_from(Job).where(Job.state.in_([s.value for s in states]))
+                )
+                or 0
+            )
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,82 @@
+"""The Celery app: `celery -A worker.app worker|beat|flower`.
+
+Two queues: `submit` carries uploads of up to 40 MB, `poll` carries verify, retrieve and link
+refreshes, so a large upload never starves polling. A worker started without `-Q` consumes both.
+No result backend: the state of every job is in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging, worker_process_init
+from kombu.entity import Queue
+
+from worker.settings import Settings
+
+settings = Settings.from_env()
+
+
+def _transport_options(s: Settings) -> dict[str, Any]:
+    if s.embedded:
+        folder = s.broker_folder / "queue"
+        processed = s.broker_folder / "processed"
+        folder.mkdir(parents=True, exist_ok=True)
+        processed.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "processed_folder": str(processed),
+            "store_processed": False,
+        }
+    # Never longer than our longest countdown's redelivery window matters: countdowns are capped at
+    # a few minutes and long waits live in the database, so the default hour is safe.
+    return {"visibility_timeout": 3600}
+
+
+app = Celery("einvoice", broker=settings.broker_url, include=["tasks.pipeline"])
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_queues=(Queue("submit"), Queue("poll")),
+    task_default_queue="poll",
+    task_routes={"einvoice.submit": {"queue": "submit"}},
+    broker_transport_options=_transport_options(settings),
+    broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "sweep": {
+            "task": "einvoice.sweep",
+            "schedule": settings.policy.sweep_interval_seconds,
+            "options": {"queue": "poll", "expires": settings.policy.sweep_interval_seconds * 2},
+        }
+    },
+    einvoice_policy=settings.policy.to_mapping(),
+)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    """A forked child must not reuse its parent's database or HTTP sockets."""
+    from providers import reset_providers
+    from tasks.context import reset
+
+    reset()
+    reset_providers()
+
+
+@setup_logging.connect
+def _logging(loglevel: Any = None, **_: Any) -> None:
+    level = loglevel if isinstance(loglevel, int) else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s")
+    # Request-level libraries would log URLs (which carry download tokens) and bodies at DEBUG.
+    for noisy in ("httpx", "httpcore", "zeep", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

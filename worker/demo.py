@@ -1,0 +1,187 @@
+"""`einvoice demo`: the whole service on one machine, end to end, in a couple of minutes.
+
+With nothing configured it runs on the embedded default (SQLite and kombu's filesystem transport
+in a fresh folder); with DATABASE_URL and CELERY_BROKER_URL set it runs on PostgreSQL and Redis.
+It starts the sandbox, a Celery worker with embedded beat, submits generated 1-4 MB invoices plus
+one small (sync path), one duplicate and one invalid document, and reports where each one ended.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MB = 1024 * 1024
+FINAL_STATES = {"retrieved", "failed", "invalid", "expired"}
+
+
+def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path]:
+    env = dict(os.environ)
+    if not env.get("EINVOICE_HOME"):
+        env["EINVOICE_HOME"] = tempfile.mkdtemp(prefix="einvoice-demo-")
+    home = Path(env["EINVOICE_HOME"])
+    base = f"http://127.0.0.1:{port}"
+    env.update(
+        {
+            "MYSUITE_ASYNC_URL": f"{base}/mysuite/async/factwsfront.asmx",
+            "MYSUITE_SYNC_URL": f"{base}/mysuite/sync/FactWSFront.asmx",
+            "HACIENDA_API_URL": f"{base}/hacienda/recepcion/v1/",
+            "HACIENDA_IDP_URL": f"{base}/hacienda/idp/auth/realms/rut-stag/protocol/openid-connect/token",
+            "SANDBOX_MYSUITE_SECONDS_PER_MB": str(seconds_per_mb),
+            "SANDBOX_MYSUITE_FAILURE_RATE": env.get("SANDBOX_MYSUITE_FAILURE_RATE", "0.1"),
+            "SANDBOX_MYSUITE_SEED": env.get("SANDBOX_MYSUITE_SEED", "7"),
+            "EINVOICE_POLL_SECONDS_PER_MB": str(seconds_per_mb),
+            "EINVOICE_SWEEP_INTERVAL_SECONDS": "2",
+            "EINVOICE_REDISPATCH_SECONDS": "15",
+        }
+    )
+    return env, home
+
+
+def run_demo(*, count: int, seconds_per_mb: float, timeout: float, concurrency: int) -> int:
+    from rich.console import Console
+
+    from sandbox.server import ServerThread, free_port
+
+    console = Console()
+    port = free_port()
+    env, home = _environment(seconds_per_mb, port)
+    os.environ.update(env)
+
+    # Settings are read when the app module is imported: only now, with the environment in place.
+    from models import Store, make_engine
+    from sandbox.app import build_app
+    from worker.app import settings
+    from worker.schema import upgrade
+
+    where = "embedded (SQLite + filesystem broker)" if settings.embedded else "PostgreSQL + Redis"
+    console.print(f"[bold]einvoice demo[/] on {where}; data in {home}")
+    upgrade(settings.database_url)
+    store = Store(make_engine(settings.database_url))
+    started = time.monotonic()
+    with ServerThread(build_app(), port=port) as server:
+        log_path = home / "worker.log"
+        with log_path.open("ab") as log_file:
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.app",
+                    "worker",
+                    "-B",
+                    "-s",
+                    str(home / "beat-schedule"),
+                    "--pool",
+                    "threads",
+                    "-c",
+                    str(concurrency),
+                    "--loglevel",
+                    "INFO",
+                    "-n",
+                    f"demo-{os.getpid()}@%h",
+                ],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                job_ids = _submit_batch(console, store, count)
+                finished = _wait(console, store, job_ids, timeout, worker)
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+        counters = httpx.get(f"{server.url}/mysuite/_admin/counters", timeout=10).json()
+    elapsed = time.monotonic() - started
+    _report(console, store, job_ids, counters, elapsed, log_path)
+    store.engine.dispose()
+    return 0 if finished else 1
+
+
+def _submit_batch(console: Any, store: Any, count: int) -> list[str]:
+    from rich.progress import Progress
+
+    from worker.app import settings
+    from worker.producer import InvalidInput, enqueue
+    from worker.samples import native_xml
+
+    rng = random.Random(2026)
+    run = f"{int(time.time()):x}"
+    documents: list[tuple[str, bytes]] = []
+    for n in range(count):
+        size = int(rng.uniform(1.1, 3.9) * MB)
+        documents.append((f"DEMO-{run}-{n:03d}", native_xml(f"DEMO-{run}-{n:03d}", size, folio=n + 1)))
+    small_id = f"DEMO-{run}-SMALL"
+    documents.append((small_id, native_xml(small_id, 40_000, folio=900)))
+    documents.append((documents[0][0], documents[0][1]))  # the ERP sends the first invoice twice
+    documents.append((f"DEMO-{run}-BAD", b"<fx:FactDocMX this is not XML"))
+    job_ids: list[str] = []
+    with Progress(console=console, transient=False) as progress:
+        bar = progress.add_task("submitting", total=len(documents))
+        for internal_id, payload in documents:
+            try:
+                outcome = enqueue(store, payload, internal_id, policy=settings.policy)
+            except InvalidInput as exc:
+                console.print(f"{internal_id}: refused: {exc}")
+            else:
+                if outcome.created:
+                    job_ids.append(outcome.job.id)
+                else:
+                    console.print(f"{internal_id}: sent twice, kept as job {outcome.job.id} (no duplicate)")
+            progress.advance(bar)
+    return job_ids
+
+
+def _wait(console: Any, store: Any, job_ids: list[str], timeout: float, worker: subprocess.Popen[bytes]) -> bool:
+    from rich.progress import Progress
+
+    deadline = time.monotonic() + timeout
+    with Progress(console=console, transient=False) as progress:
+        bar = progress.add_task("processing", total=len(job_ids))
+        while time.monotonic() < deadline:
+            done = sum(1 for job_id in job_ids if store.get(job_id).state in FINAL_STATES)
+            progress.update(bar, completed=done)
+            if done == len(job_ids):
+                return True
+            if worker.poll() is not None:
+                console.print(f"[red]worker exited with {worker.returncode}[/]")
+                return False
+            time.sleep(0.5)
+    console.print(f"[red]not finished after {timeout:.0f}s[/]")
+    return False
+
+
+def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, Any], elapsed: float, log: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="final states")
+    for column in ("internal id", "MB", "state", "polls", "seconds", "fiscal id / reason"):
+        table.add_column(column)
+    states: dict[str, int] = {}
+    for job_id in job_ids:
+        job = store.get(job_id)
+        states[job.state] = states.get(job.state, 0) + 1
+        seconds = (job.state_changed_at - job.created_at).total_seconds()
+        detail = job.doc_guid or (job.error_message or "")[:60]
+        table.add_row(
+            job.internal_id, f"{job.size_bytes / MB:.2f}", job.state, str(job.polls), f"{seconds:.1f}", detail
+        )
+    console.print(table)
+    docs = counters.get("documents") or counters.get("per_data2") or {}
+    resent = sum(1 for entry in docs.values() if isinstance(entry, dict) and entry.get("created", 1) > 1)
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    console.print(f"{len(job_ids)} jobs: {summary}; documents created twice at the provider: {resent}")
+    console.print(f"total {elapsed:.1f}s; worker log: {log}")

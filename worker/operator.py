@@ -1,0 +1,60 @@
+"""What an operator does by hand: retry a failed or expired job, refresh its links now."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import timedelta
+
+from models import Job, JobState, Store, utcnow
+from tasks.pipeline import dispatch, refresh_links
+from tasks.policy import Policy
+
+
+def operator_actor() -> str:
+    try:
+        return f"operator:{getpass.getuser()}"
+    except Exception:
+        return "operator"
+
+
+def retry(store: Store, ref: str, policy: Policy, actor: str | None = None) -> Job:
+    """failed/expired -> back to work. A job the provider already accepted resumes polling
+    (submitted); one that never got a request id is submitted again under the same internal id,
+    which the provider's idempotency key protects against a second document."""
+    job = store.resolve(ref)
+    state = JobState(job.state)
+    if state not in (JobState.FAILED, JobState.EXPIRED):
+        raise ValueError(f"job {job.id} is {state}; only failed or expired jobs can be retried")
+    target = JobState.SUBMITTED if job.provider_request_id and state is JobState.EXPIRED else JobState.QUEUED
+    now = utcnow()
+    moved = store.transition(
+        job.id,
+        state,
+        target,
+        actor=actor or operator_actor(),
+        kind="retry",
+        message=f"operator retry from {state}",
+        next_attempt_at=now + timedelta(seconds=policy.redispatch_seconds),
+        fields={
+            "deadline_at": now + timedelta(seconds=policy.deadline_seconds),
+            "attempts": 0,
+            "error_class": None,
+            "error_code": None,
+            "error_message": None,
+        },
+    )
+    if not moved:
+        raise ValueError(f"job {job.id} changed state meanwhile; look again")
+    dispatch(job.id, target)
+    return store.get(job.id)
+
+
+def refresh_now(store: Store, ref: str, actor: str | None = None) -> Job:
+    """Ask the provider for new links right away, in this process."""
+    job = store.resolve(ref)
+    if job.state != JobState.RETRIEVED:
+        raise ValueError(f"job {job.id} is {job.state}; links exist only once it is retrieved")
+    outcome = refresh_links.apply(args=[job.id], kwargs={"actor": actor or operator_actor()}).get()
+    if outcome != "refreshed":
+        raise ValueError(f"links of job {job.id} were not refreshed ({outcome})")
+    return store.get(job.id)

@@ -1,0 +1,58 @@
+"""The JSON shapes of the interface contract (`status --json`, `list --json`, `events --json`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from models import Event, Job
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_status(job: Job) -> dict[str, Any]:
+    error = None
+    if job.error_message and job.state in ("failed", "invalid", "expired"):
+        error = {"code": job.error_code, "message": job.error_message, "class": job.error_class}
+    return {
+        "id": job.id,
+        "provider": job.provider,
+        "entity": job.entity,
+        "internal_id": job.internal_id,
+        "state": job.state,
+        "provider_request_id": job.provider_request_id,
+        "adopted": job.adopted,
+        "size_bytes": job.size_bytes,
+        "document": {
+            "guid": job.doc_guid,
+            "year": job.doc_year,
+            "batch": job.doc_batch,
+            "serial": job.doc_serial,
+        },
+        "links": {"xml": job.xml_url, "pdf": job.pdf_url, "expires_at": _iso(job.links_expires_at)},
+        "error": error,
+        "attempts": job.attempts,
+        "polls": job.polls,
+        "created_at": _iso(job.created_at),
+        "submitted_at": _iso(job.submitted_at),
+        "issued_at": _iso(job.issued_at),
+        "updated_at": _iso(job.updated_at),
+        "next_attempt_at": _iso(job.next_attempt_at),
+    }
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": _iso(event.at),
+        "kind": event.kind,
+        "from_state": event.from_state,
+        "to_state": event.to_state,
+        "actor": event.actor,
+        "attempt": event.attempt,
+        "error_class": event.error_class,
+        "provider_code": event.provider_code,
+        "message": event.message,
+    }
