@@ -9,6 +9,7 @@ import os
 import random
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -59,3 +60,28 @@ def redis_url() -> str:
     url = f"{TEST_REDIS}/{index}"
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+@pytest.fixture
+def migrated_pg_url(empty_pg_url: str) -> str:
+    """A throwaway PostgreSQL database at the latest schema, built by the Alembic chain."""
+    from worker.schema import upgrade
+
+    upgrade(empty_pg_url)
+    return empty_pg_url
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """A Store on each backend, schema built by the migrations."""
+    from models import Store, make_engine
+    from worker.schema import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        upgrade(url)
+    else:
+        url = request.getfixturevalue("migrated_pg_url")
+    engine = make_engine(url)
+    yield Store(engine)
+    engine.dispose()
