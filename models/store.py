@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import statistics
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +43,10 @@ class ErrorInfo:
     code: str | None = None
 
 
+TransitionObserver = Callable[[str, str | None, str], None]
+"""Called after a transition commits, with (provider, from_state, to_state); metrics subscribe here."""
+
+
 class JobNotFound(LookupError):
     pass
 
@@ -58,6 +62,11 @@ class Store:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._skip_locked = not is_sqlite(engine)
+        self.observers: list[TransitionObserver] = []
+
+    def _notify(self, provider: str, from_state: str | None, to_state: str) -> None:
+        for observer in list(self.observers):
+            observer(provider, from_state, to_state)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -130,6 +139,7 @@ class Store:
                         message=invalid_reason or "accepted",
                     )
                 )
+            self._notify(provider, None, state.value)
             return job, True
         except IntegrityError:
             existing = self.find(provider=provider, entity=entity, internal_id=internal_id)
@@ -251,13 +261,14 @@ class Store:
             values.update(error_class=error.error_class, error_code=error.code, error_message=error.message)
         values.update(fields or {})
         with self.session() as session:
-            result = session.execute(
+            provider = session.execute(
                 sa.update(Job)
                 .where(Job.id == job_id, Job.state == from_state.value)
                 .values(**values)
+                .returning(Job.provider)
                 .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) != 1:
+            ).scalar_one_or_none()
+            if provider is None:
                 return False
             session.add(
                 Event(
@@ -273,6 +284,7 @@ class Store:
                     message=error.message if error and message is None else message,
                 )
             )
+        self._notify(provider, from_state.value, to_state.value)
         return True
 
     def record_error(

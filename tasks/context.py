@@ -6,6 +6,7 @@ Engines and HTTP pools must not cross a fork, so the worker calls `reset()` in e
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from celery import current_app
 
@@ -15,12 +16,18 @@ from tasks.policy import Policy
 _lock = threading.Lock()
 _store: Store | None = None
 
+# Callbacks run on every store this process creates: the worker attaches its metrics here, so
+# tasks never import the worker.
+store_setup: list[Callable[[Store], None]] = []
+
 
 def store() -> Store:
     global _store
     with _lock:
         if _store is None:
             _store = Store(make_engine())
+            for setup in store_setup:
+                setup(_store)
         return _store
 
 

@@ -16,8 +16,14 @@ NOW = timedelta(0)
 
 def new_job(store: Store, internal_id: str = "INV-1", payload: bytes = b"<x/>", **kwargs):
     return store.create_job(
-        provider="mysuite", entity="JES900109Q90", internal_id=internal_id, payload=payload,
-        actor="test", deadline=DAY, dispatch_grace=NOW, **kwargs,
+        provider="mysuite",
+        entity="JES900109Q90",
+        internal_id=internal_id,
+        payload=payload,
+        actor="test",
+        deadline=DAY,
+        dispatch_grace=NOW,
+        **kwargs,
     )
 
 
@@ -32,7 +38,9 @@ def test_same_key_twice_is_one_job(store: Store) -> None:
 
 def test_transition_is_compare_and_set(store: Store) -> None:
     job, _ = new_job(store)
-    assert store.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor="a", fields={"provider_request_id": "r1"})
+    assert store.transition(
+        job.id, JobState.QUEUED, JobState.SUBMITTED, actor="a", fields={"provider_request_id": "r1"}
+    )
     assert not store.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor="b")
     with pytest.raises(IllegalTransition):
         store.transition(job.id, JobState.SUBMITTED, JobState.QUEUED, actor="c")

@@ -18,7 +18,9 @@ POLICY = Policy()
     cap=st.floats(0.01, 10_000),
     seed=st.integers(0, 2**32),
 )
-def test_full_jitter_stays_between_zero_and_the_capped_exponential(base: float, attempt: int, cap: float, seed: int) -> None:
+def test_full_jitter_stays_between_zero_and_the_capped_exponential(
+    base: float, attempt: int, cap: float, seed: int
+) -> None:
     delay = full_jitter(base, attempt, cap, random.Random(seed))
     assert 0 <= delay <= min(cap, base * 2 ** max(0, min(attempt, 30)))
 
