@@ -3,7 +3,7 @@
 from models.db import database_url, make_engine
 from models.schema import Artifact, Base, Event, Job, Payload
 from models.states import FINAL, TRANSITIONS, IllegalTransition, JobState, check_transition
-from models.store import AmbiguousJob, ErrorInfo, JobNotFound, Store, utcnow
+from models.store import AmbiguousJob, ErrorInfo, JobNotFound, Store, TransitionInfo, utcnow
 
 __all__ = [
     "FINAL",
@@ -19,6 +19,7 @@ __all__ = [
     "JobState",
     "Payload",
     "Store",
+    "TransitionInfo",
     "check_transition",
     "database_url",
     "make_engine",

@@ -43,8 +43,18 @@ class ErrorInfo:
     code: str | None = None
 
 
-TransitionObserver = Callable[[str, str | None, str], None]
-"""Called after a transition commits, with (provider, from_state, to_state); metrics subscribe here."""
+@dataclass(frozen=True)
+class TransitionInfo:
+    """What observers (metrics) learn of a committed transition, without another query."""
+
+    provider: str
+    from_state: str | None
+    to_state: str
+    created_at: datetime
+    polls: int
+
+
+TransitionObserver = Callable[[TransitionInfo], None]
 
 
 class JobNotFound(LookupError):
@@ -64,9 +74,9 @@ class Store:
         self._skip_locked = not is_sqlite(engine)
         self.observers: list[TransitionObserver] = []
 
-    def _notify(self, provider: str, from_state: str | None, to_state: str) -> None:
+    def _notify(self, info: TransitionInfo) -> None:
         for observer in list(self.observers):
-            observer(provider, from_state, to_state)
+            observer(info)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -139,7 +149,7 @@ class Store:
                         message=invalid_reason or "accepted",
                     )
                 )
-            self._notify(provider, None, state.value)
+            self._notify(TransitionInfo(provider, None, state.value, now, 0))
             return job, True
         except IntegrityError:
             existing = self.find(provider=provider, entity=entity, internal_id=internal_id)
@@ -261,14 +271,14 @@ class Store:
             values.update(error_class=error.error_class, error_code=error.code, error_message=error.message)
         values.update(fields or {})
         with self.session() as session:
-            provider = session.execute(
+            row = session.execute(
                 sa.update(Job)
                 .where(Job.id == job_id, Job.state == from_state.value)
                 .values(**values)
-                .returning(Job.provider)
+                .returning(Job.provider, Job.created_at, Job.polls)
                 .execution_options(synchronize_session=False)
-            ).scalar_one_or_none()
-            if provider is None:
+            ).first()
+            if row is None:
                 return False
             session.add(
                 Event(
@@ -284,7 +294,7 @@ class Store:
                     message=error.message if error and message is None else message,
                 )
             )
-        self._notify(provider, from_state.value, to_state.value)
+        self._notify(TransitionInfo(row.provider, from_state.value, to_state.value, row.created_at, row.polls))
         return True
 
     def record_error(
