@@ -492,6 +492,40 @@ class Store:
             result[provider] = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
         return result
 
+    def oldest_in_state_seconds(self, state: JobState) -> dict[str, float]:
+        """Per provider, how long the job that has waited longest in `state` has been in it.
+
+        Unlike `oldest_due_seconds`, this grows while a job keeps being retried on schedule, so it
+        catches work that is busy but never progresses (every submit failing, say).
+        """
+        now = utcnow()
+        with self.session() as session:
+            rows = session.execute(
+                sa.select(Job.provider, sa.func.min(Job.state_changed_at))
+                .where(Job.state == state.value)
+                .group_by(Job.provider)
+            ).all()
+        return {provider: _seconds_since(now, oldest) for provider, oldest in rows if oldest is not None}
+
+    def links_expiry_seconds(self) -> dict[str, float]:
+        """Per provider, seconds until the soonest expiry among links still scheduled for refresh.
+
+        Negative when links the service meant to keep fresh have already expired. Documents outside
+        the refresh window have no refresh scheduled and are served from the archive, so they are left out.
+        """
+        now = utcnow()
+        with self.session() as session:
+            rows = session.execute(
+                sa.select(Job.provider, sa.func.min(Job.links_expires_at))
+                .where(
+                    Job.state == JobState.RETRIEVED.value,
+                    Job.next_attempt_at.is_not(None),
+                    Job.links_expires_at.is_not(None),
+                )
+                .group_by(Job.provider)
+            ).all()
+        return {provider: -_seconds_since(now, soonest) for provider, soonest in rows if soonest is not None}
+
     def transition_counts(self) -> list[tuple[str, str | None, str | None, int]]:
         """(provider, from, to, count) over all transition events, for checking counters against history."""
         with self.session() as session:
@@ -537,6 +571,13 @@ class Store:
                 )
                 or 0
             )
+
+
+def _seconds_since(now: datetime, then: datetime) -> float:
+    """SQLite hands datetimes back without a zone; they were written in UTC."""
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return (now - then).total_seconds()
 
 
 def _rowcount(result: Any) -> int:

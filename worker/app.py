@@ -8,15 +8,24 @@ No result backend: the state of every job is in the database.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 from kombu.entity import Queue
 
+from providers.base import add_request_observer
+from tasks.context import store_setup
+from worker import metrics
 from worker.settings import Settings
 
 settings = Settings.from_env()
+
+# Every store this process creates reports its transitions, and every provider request is counted;
+# the metrics themselves are created on first use, once the process knows its metrics directory.
+store_setup.append(metrics.instrument)
+add_request_observer(metrics.observe_request)
 
 
 def _transport_options(s: Settings) -> dict[str, Any]:
@@ -61,6 +70,17 @@ app.conf.update(
     },
     einvoice_policy=settings.policy.to_mapping(),
 )
+
+
+@worker_init.connect
+def _metrics_dir(sender: Any = None, **_: Any) -> None:
+    """In the parent, before the pool forks: a fresh metrics directory for this worker node."""
+    metrics.start_worker_node(getattr(sender, "hostname", None) or f"pid{os.getpid()}")
+
+
+@worker_process_shutdown.connect
+def _metrics_child_gone(pid: int | None = None, **_: Any) -> None:
+    metrics.mark_dead(pid or os.getpid())
 
 
 @worker_process_init.connect

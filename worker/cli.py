@@ -24,9 +24,15 @@ def _settings() -> Any:
 
 @contextmanager
 def _store() -> Iterator[Store]:
+    from tasks.context import store_setup
+
     engine = make_engine(_settings().database_url)
+    store = Store(engine)
+    # The CLI creates jobs and retries them too: its transitions count like a worker's.
+    for setup in store_setup:
+        setup(store)
     try:
-        yield Store(engine)
+        yield store
     finally:
         engine.dispose()
 
@@ -221,6 +227,26 @@ def sandbox(host: str, port: int) -> None:
 
     click.echo(f"sandbox on http://{host}:{port}/mysuite/async/factwsfront.asmx?WSDL and /hacienda/")
     uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Defaults to METRICS_PORT (9808).")
+def metrics(host: str, port: int | None) -> None:
+    """Serve Prometheus metrics: every worker's counters plus backlog gauges read from the database.
+
+    Basic auth when METRICS_BASIC_AUTH (user:password) or METRICS_BASIC_AUTH_FILE is set.
+    """
+    from providers import provider_names
+    from worker.metrics import serve
+
+    settings = _settings()
+    serve(
+        database_url=settings.database_url,
+        host=host,
+        port=port or settings.metrics_port,
+        providers=provider_names(),
+    )
 
 
 @main.command()
