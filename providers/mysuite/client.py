@@ -317,7 +317,7 @@ class MySuiteClient:
                 target.open("wb") as out,
             ):
                 _raise_for_download_status(response)
-                sink = _FileSink(out)
+                sink = DownloadSink(out)
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
                     sink.write(chunk)
                 return sink.finish()
@@ -357,7 +357,7 @@ def _raise_for_download_status(response: httpx.Response) -> None:
     raise PermanentError(f"download refused (HTTP {status})")
 
 
-class _FileSink:
+class DownloadSink:
     """Writes a download as it arrives, deciding from its first bytes whether to base64-decode it.
 
     Plain ZIP/PDF/XML bodies are written as they are. A body that is base64 text and decodes to one

@@ -377,60 +377,98 @@ def _same_request(left: str, right: str) -> bool:
     return left.strip("{} ").lower() == right.strip("{} ").lower()
 
 
-def _verify_from_record(record: Mapping[str, str], request_id: str) -> VerifyResult:
-    uuid = record.get("Uuid")
-    if uuid is not None and not _same_request(uuid, request_id):
-        raise TransientError("MYSuite verify answer is about another request")
-    status = _as_int(record.get("Status"))
-    if status == 1:
-        return VerifyResult(status=VerifyStatus.PENDING)
-    enrolled_at = parse_timestamp(record.get("EnrolledTimeStamp"))
-    if status == 2:
-        guid = record.get("DocumentGUID")
-        if guid is None:
-            raise TransientError("MYSuite verify says issued but gives no DocumentGUID")
-        document = DocumentIds(
-            guid=guid,
-            year=_as_int(record.get("Year")),
-            batch=record.get("Batch"),
-            serial=record.get("Serial"),
-            enrolled_at=enrolled_at,
-        )
-        return VerifyResult(status=VerifyStatus.ISSUED, document=document)
-    if status == 3:
-        encoded = record.get("ErrorMsg")
-        message = None
-        if encoded is not None:
-            try:
-                message = decode_base64_text(encoded, "ErrorMsg").decode("utf-8", "replace").strip()
-            except TransientError:
-                message = encoded  # not base64 after all: the text itself is the best we have
-        return VerifyResult(
-            status=VerifyStatus.FAILED,
-            error_message=clip(message or "MYSuite processed the document with an error", 2000),
-        )
-    raise TransientError("MYSuite verify answer has no readable Status")
+@dataclass(frozen=True)
+class AsyncRecord:
+    """One `AsyncRequest` (ASYNC_CONVERT_VERIFY), trimmed, from whichever copy could be read."""
+
+    status: int
+    uuid: str | None = None
+    entity: str | None = None
+    internal_id: str | None = None
+    enrolled_at: datetime | None = None
+    document_guid: str | None = None
+    year: int | None = None
+    batch: str | None = None
+    serial: str | None = None
+    error_message: str | None = None
+    source: str = "xml"
 
 
-def parse_verify(response_data1: str | None, response_data2: str | None, request_id: str) -> VerifyResult:
-    """Read ASYNC_CONVERT_VERIFY from the XML copy, falling back to the JSON copy.
+def _record(values: Mapping[str, str], source: str) -> AsyncRecord:
+    status = _as_int(values.get("Status"))
+    if status not in (1, 2, 3):
+        raise TransientError(f"MYSuite verify {source} copy has no readable Status")
+    if status == 2 and values.get("DocumentGUID") is None:
+        raise TransientError(f"MYSuite verify {source} copy says issued but gives no DocumentGUID")
+    message = None
+    encoded = values.get("ErrorMsg")
+    if encoded is not None:
+        try:
+            message = decode_base64_text(encoded, "ErrorMsg").decode("utf-8", "replace").strip() or None
+        except TransientError:
+            message = encoded  # not base64 after all: the text itself is the best we have
+    return AsyncRecord(
+        status=status,
+        uuid=values.get("Uuid"),
+        entity=values.get("Entity"),
+        internal_id=values.get("InternalID"),
+        enrolled_at=parse_timestamp(values.get("EnrolledTimeStamp")),
+        document_guid=values.get("DocumentGUID"),
+        year=_as_int(values.get("Year")),
+        batch=values.get("Batch"),
+        serial=values.get("Serial"),
+        error_message=clip(message, 2000),
+        source=source,
+    )
 
-    Both carry the same record; reading either keeps polling alive when the service garbles one.
+
+def parse_async_record(
+    response_data1: str | None, response_data2: str | None, request_id: str | None = None
+) -> AsyncRecord:
+    """Read the verify record from the XML copy, falling back to the JSON copy.
+
+    Both carry the same record; reading either keeps polling alive when the service garbles one. A
+    copy about another request than `request_id` counts as unreadable.
     """
     failures: list[str] = []
-    for encoded, reader in (
-        (response_data1, _async_record_from_xml),
-        (response_data2, _async_record_from_json),
+    for encoded, source, reader in (
+        (response_data1, "xml", _async_record_from_xml),
+        (response_data2, "json", _async_record_from_json),
     ):
         if encoded is None:
             continue
         try:
-            return _verify_from_record(reader(encoded), request_id)
+            record = _record(reader(encoded), source)
         except TransientError as exc:
             failures.append(exc.message)
+            continue
+        if request_id is not None and record.uuid is not None and not _same_request(record.uuid, request_id):
+            failures.append(f"MYSuite verify {source} copy is about another request")
+            continue
+        return record
     if not failures:
         raise TransientError("MYSuite verify answer carries no record")
     raise TransientError("MYSuite verify answer is unreadable: " + "; ".join(failures))
+
+
+def parse_verify(response_data1: str | None, response_data2: str | None, request_id: str) -> VerifyResult:
+    """Status 1 polls again, 2 is issued (CFDI UUID from DocumentGUID, not Uuid), 3 failed."""
+    record = parse_async_record(response_data1, response_data2, request_id)
+    if record.status == 1:
+        return VerifyResult(status=VerifyStatus.PENDING)
+    if record.status == 2:
+        document = DocumentIds(
+            guid=record.document_guid,
+            year=record.year,
+            batch=record.batch,
+            serial=record.serial,
+            enrolled_at=record.enrolled_at,
+        )
+        return VerifyResult(status=VerifyStatus.ISSUED, document=document)
+    return VerifyResult(
+        status=VerifyStatus.FAILED,
+        error_message=record.error_message or "MYSuite processed the document with an error",
+    )
 
 
 def document_ids(identifier: Mapping[str, str]) -> DocumentIds | None:
