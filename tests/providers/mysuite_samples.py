@@ -53,8 +53,7 @@ def envelope(
     if identifier is not None:
         ident = "<Identifier>" + "".join(element(k, v) for k, v in identifier.items()) + "</Identifier>"
     response_data = "".join(
-        element(name, value)
-        for name, value in (("ResponseData1", rd1), ("ResponseData2", rd2), ("ResponseData3", rd3))
+        element(name, value) for name, value in (("ResponseData1", rd1), ("ResponseData2", rd2), ("ResponseData3", rd3))
     )
     return (
         '<?xml version="1.0" encoding="utf-8"?>'

@@ -273,9 +273,7 @@ def test_retry_after_forms() -> None:
 
 def test_refusals_are_permanent_or_auth() -> None:
     plain = parse_transaction_reply(
-        envelope(
-            result=False, code="301", description="XML nativo inválido", hint="Revise el esquema", data=" x "
-        )
+        envelope(result=False, code="301", description="XML nativo inválido", hint="Revise el esquema", data=" x ")
     )
     error = refusal_error(plain, "ASYNC_CONVERT_NATIVE_XML")
     assert type(error) is PermanentError
@@ -287,9 +285,7 @@ def test_refusals_are_permanent_or_auth() -> None:
     )
     inactive = parse_transaction_reply(envelope(result=False, code="1000", requestor_active="false"))
     assert isinstance(refusal_error(inactive, "X"), AuthError)
-    worded = parse_transaction_reply(
-        envelope(result=False, code="12", data="Requestor no autorizado para la entidad")
-    )
+    worded = parse_transaction_reply(envelope(result=False, code="12", data="Requestor no autorizado para la entidad"))
     assert isinstance(refusal_error(worded, "X"), AuthError)
 
 
@@ -298,9 +294,7 @@ def test_refusals_are_permanent_or_auth() -> None:
 
 def test_links_are_base64_urls() -> None:
     reply = parse_transaction_reply(
-        envelope(
-            rd1=b64("https://files.example/a.zip?sig=1"), rd3=" " + b64("https://files.example/b.zip") + " "
-        )
+        envelope(rd1=b64("https://files.example/a.zip?sig=1"), rd3=" " + b64("https://files.example/b.zip") + " ")
     )
     assert parse_links(reply) == {
         "xml": "https://files.example/a.zip?sig=1",

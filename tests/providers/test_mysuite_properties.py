@@ -36,9 +36,7 @@ xml_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 maybe_text = st.none() | xml_text
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=8,
 )
 FIELDS = [
@@ -182,9 +180,7 @@ def test_any_internal_id(internal_id: str) -> None:
     st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=8),
     st.sampled_from([b"", b"\n", b"\r\n"]),
 )
-def test_download_sink_round_trip(
-    magic: bytes, rest: bytes, encoded: bool, cuts: list[int], newline: bytes
-) -> None:
+def test_download_sink_round_trip(magic: bytes, rest: bytes, encoded: bool, cuts: list[int], newline: bytes) -> None:
     content = magic + rest
     served = content
     if encoded:

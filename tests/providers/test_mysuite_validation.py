@@ -84,9 +84,7 @@ def test_size_limits_per_environment_are_checked_before_parsing() -> None:
         test_env.validate(too_big_for_test, "INV-1")
     with pytest.raises(InvalidPayload, match="not well-formed"):
         production.validate(too_big_for_test, "INV-1")
-    with pytest.raises(
-        InvalidPayload, match=r"production environment accepts at most 41943040 bytes \(40 MiB\)"
-    ):
+    with pytest.raises(InvalidPayload, match=r"production environment accepts at most 41943040 bytes \(40 MiB\)"):
         production.validate(b" " * ((40 << 20) + 1), "INV-1")
     test_env.validate(native_xml(4 << 20), "INV-1")
 
