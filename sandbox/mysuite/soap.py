@@ -137,19 +137,25 @@ def soap_action(headers_action: str | None, content_type: str, soap12: bool) -> 
 def parse_request(body: bytes, soap12: bool, action: str) -> SoapRequest:
     """Parse a RequestTransaction envelope, refusing what ASMX refuses (DTDs, wrong body, wrong action)."""
     if action in OTHER_ACTIONS:
-        raise SoapFault(f"Operation {action.rsplit('/', 1)[1]} is not simulated by the sandbox.", client=False)
+        raise SoapFault(
+            f"Operation {action.rsplit('/', 1)[1]} is not simulated by the sandbox.", client=False
+        )
     if action != SOAP_ACTION:
         raise SoapFault(f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")
     try:
         root = etree.fromstring(body, _PARSER)
     except etree.XMLSyntaxError as exc:
-        raise SoapFault(f"Server was unable to read request. ---> There is an error in XML document: {exc}") from None
+        raise SoapFault(
+            f"Server was unable to read request. ---> There is an error in XML document: {exc}"
+        ) from None
     if root.getroottree().docinfo.doctype:
         raise SoapFault("Server was unable to read request. ---> DTD is prohibited in this XML document.")
     envelope_ns = SOAP12_NS if soap12 else SOAP11_NS
     if root.tag != f"{{{envelope_ns}}}Envelope":
         if root.tag in (f"{{{SOAP11_NS}}}Envelope", f"{{{SOAP12_NS}}}Envelope"):
-            raise SoapFault("Possible SOAP version mismatch: Envelope namespace was unexpected.", version_mismatch=True)
+            raise SoapFault(
+                "Possible SOAP version mismatch: Envelope namespace was unexpected.", version_mismatch=True
+            )
         raise SoapFault("Server was unable to read request. ---> Root element is not a SOAP Envelope.")
     body_el = root.find(f"{{{envelope_ns}}}Body")
     if body_el is None:
@@ -251,7 +257,9 @@ def render_response(
     parts.append(_element("ResponseData1", answer.response_data1))
     parts.append(_element("ResponseData2", answer.response_data2))
     parts.append(_element("ResponseData3", answer.response_data3))
-    parts.append("</ResponseData></RequestTransactionResult></RequestTransactionResponse></soap:Body></soap:Envelope>")
+    parts.append(
+        "</ResponseData></RequestTransactionResult></RequestTransactionResponse></soap:Body></soap:Envelope>"
+    )
     return "".join(parts).encode("utf-8")
 
 
@@ -269,7 +277,9 @@ def render_fault(fault: SoapFault, soap12: bool) -> bytes:
     text = escape(fault.message)
     if soap12:
         code = (
-            "soap:VersionMismatch" if fault.version_mismatch else ("soap:Sender" if fault.client else "soap:Receiver")
+            "soap:VersionMismatch"
+            if fault.version_mismatch
+            else ("soap:Sender" if fault.client else "soap:Receiver")
         )
         body = (
             f"<soap:Fault><soap:Code><soap:Value>{code}</soap:Value></soap:Code>"
@@ -277,8 +287,15 @@ def render_fault(fault: SoapFault, soap12: bool) -> bytes:
             "<soap:Detail /></soap:Fault>"
         )
     else:
-        code = "soap:VersionMismatch" if fault.version_mismatch else ("soap:Client" if fault.client else "soap:Server")
-        body = f"<soap:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring><detail /></soap:Fault>"
+        code = (
+            "soap:VersionMismatch"
+            if fault.version_mismatch
+            else ("soap:Client" if fault.client else "soap:Server")
+        )
+        body = (
+            f"<soap:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring>"
+            "<detail /></soap:Fault>"
+        )
     envelope = f"{_envelope_open(soap12)}<soap:Body>{body}</soap:Body></soap:Envelope>"
     return f'<?xml version="1.0" encoding="utf-8"?>{envelope}'.encode()
 

@@ -88,7 +88,9 @@ class Store:
     async_counters: dict[str, AsyncCounter] = field(default_factory=dict)
     sync_counters: dict[str, SyncCounter] = field(default_factory=dict)
     transactions: dict[str, TransactionCounter] = field(default_factory=dict)
-    files: dict[str, int] = field(default_factory=lambda: {"downloads": 0, "expired": 0, "not_found": 0, "faults": 0})
+    files: dict[str, int] = field(
+        default_factory=lambda: {"downloads": 0, "expired": 0, "not_found": 0, "faults": 0}
+    )
 
     def reset(self) -> None:
         with self.lock:
@@ -176,10 +178,12 @@ class Store:
 
     def _index(self, document: IssuedDocument) -> None:
         if document.native.numero_interno:
-            self.issued_by_internal_id.setdefault((document.entity, document.native.numero_interno), []).append(
-                document
-            )
-        self.issued_by_serial.setdefault((document.entity, document.batch, document.serial), []).append(document)
+            self.issued_by_internal_id.setdefault(
+                (document.entity, document.native.numero_interno), []
+            ).append(document)
+        self.issued_by_serial.setdefault((document.entity, document.batch, document.serial), []).append(
+            document
+        )
 
     def lookup_internal_id(self, entity: str, internal_id: str, now: float) -> list[IssuedDocument]:
         with self.lock:
@@ -215,7 +219,8 @@ class Store:
                 for key, counter in self.sync_counters.items()
             }
             transactions = {
-                name: {"calls": counter.calls, "faults": counter.faults} for name, counter in self.transactions.items()
+                name: {"calls": counter.calls, "faults": counter.faults}
+                for name, counter in self.transactions.items()
             }
             return {
                 "async": per_internal_id,
