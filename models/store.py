@@ -196,6 +196,14 @@ class Store:
         with self.session() as session:
             return list(session.scalars(sa.select(Event).where(Event.job_id == job_id).order_by(Event.id)))
 
+    def transition_path(self, job_id: str) -> list[tuple[JobState | None, JobState]]:
+        """The job's transitions in order, for checking a history against the state machine."""
+        return [
+            (JobState(e.from_state) if e.from_state else None, JobState(e.to_state))
+            for e in self.events(job_id)
+            if e.kind in ("transition", "retry") and e.to_state is not None
+        ]
+
     def artifacts(self, job_id: str) -> list[Artifact]:
         with self.session() as session:
             return list(session.scalars(sa.select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.kind)))

@@ -52,7 +52,7 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, concurrency: 
 
     from sandbox.server import ServerThread, free_port
 
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     port = free_port()
     env, home = _environment(seconds_per_mb, port)
     os.environ.update(env)
@@ -180,8 +180,8 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
             job.internal_id, f"{job.size_bytes / MB:.2f}", job.state, str(job.polls), f"{seconds:.1f}", detail
         )
     console.print(table)
-    docs = counters.get("documents") or counters.get("per_data2") or {}
-    resent = sum(1 for entry in docs.values() if isinstance(entry, dict) and entry.get("created", 1) > 1)
+    seen = [*counters["async"].values(), *counters["sync"].values()]
+    resent = sum(1 for entry in seen if entry["documents"] > 1)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     console.print(f"{len(job_ids)} jobs: {summary}; documents created twice at the provider: {resent}")
     console.print(f"total {elapsed:.1f}s; worker log: {log}")

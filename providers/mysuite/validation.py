@@ -1,0 +1,92 @@
+"""Local checks that keep a document MYSuite would refuse (or that could hurt us) from ever being sent.
+
+The document is checked for well-formedness with a SAX-style target parser fed in slices, so a
+40 MB payload is read once and no tree is built: validation costs time proportional to the size
+but no memory beyond the payload the caller already holds.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from lxml import etree
+
+from providers.base import InvalidPayload
+
+FX_NS = "http://www.fact.com.mx/schema/fx"
+ROOT_TAG = f"{{{FX_NS}}}FactDocMX"
+MAX_INTERNAL_ID = 50
+_FEED_SLICE = 1 << 20
+
+
+def check_internal_id(internal_id: str) -> None:
+    """MYSuite's Data2 ("número interno"): mandatory, at most 50 characters, printable.
+
+    Surrounding spaces are refused too: the service trims values it echoes, so " A" and "A" would
+    be told apart by us and not by MYSuite, and the duplicate guard would stop protecting us.
+    """
+    if not isinstance(internal_id, str) or not internal_id:
+        raise InvalidPayload("internal id is empty; MYSuite requires one (Data2)")
+    if len(internal_id) > MAX_INTERNAL_ID:
+        raise InvalidPayload(
+            f"internal id is {len(internal_id)} characters; MYSuite accepts at most {MAX_INTERNAL_ID}"
+        )
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in internal_id):
+        raise InvalidPayload("internal id contains control characters")
+    if internal_id != internal_id.strip():
+        raise InvalidPayload("internal id has leading or trailing whitespace")
+
+
+class _RootProbe:
+    """Parser target that remembers the root tag and refuses any DOCTYPE as soon as it is seen."""
+
+    def __init__(self) -> None:
+        self.root: str | None = None
+
+    def start(self, tag: str, attrib: Any, nsmap: Any = None) -> None:
+        if self.root is None:
+            self.root = tag
+
+    def doctype(self, name: str | None, public_id: str | None, system_id: str | None) -> None:
+        raise InvalidPayload("document has a DOCTYPE; MYSuite native XML never needs one")
+
+    def close(self) -> str | None:
+        return self.root
+
+
+def _describe(size: int) -> str:
+    if size % (1 << 20) == 0:
+        return f"{size} bytes ({size >> 20} MiB)"
+    return f"{size} bytes"
+
+
+def check_payload(payload: bytes, max_bytes: int, environment: str) -> None:
+    """Size first (cheap, and bounds the parse), then well-formedness, DOCTYPE and the root element."""
+    if not isinstance(payload, bytes | bytearray):
+        raise InvalidPayload("document must be bytes")
+    size = len(payload)
+    if size == 0:
+        raise InvalidPayload("document is empty")
+    if size > max_bytes:
+        raise InvalidPayload(
+            f"document is {size} bytes; the MYSuite {environment} environment accepts at most "
+            f"{_describe(max_bytes)}"
+        )
+    probe = _RootProbe()
+    parser = etree.XMLParser(
+        target=probe, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
+    )
+    view = memoryview(payload)
+    try:
+        for start in range(0, size, _FEED_SLICE):
+            parser.feed(bytes(view[start : start + _FEED_SLICE]))
+        root = parser.close()
+    except InvalidPayload:
+        raise
+    except (etree.LxmlError, ValueError) as exc:
+        # libxml2 messages name tags and positions, never the text content of the document.
+        raise InvalidPayload(f"document is not well-formed XML: {str(exc)[:200]}") from None
+    if root != ROOT_TAG:
+        shown = (root or "nothing")[:120]
+        raise InvalidPayload(f"document root is {shown}; MYSuite expects {ROOT_TAG}")

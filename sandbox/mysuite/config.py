@@ -1,0 +1,225 @@
+"""Every knob of the MYSuite simulator, read from `SANDBOX_MYSUITE_*` and changeable at run time.
+
+The configuration is an immutable value that the app swaps atomically, so a request always sees one
+consistent set of knobs even while an admin call is changing them from another thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MIB = 1024 * 1024
+ENV_PREFIX = "SANDBOX_MYSUITE_"
+
+# The seed's size rules: over 1 MB and up to 4 MB in test, up to 40 MB in production. The sandbox
+# reads "MB" as MiB and measures the decoded Data1 (the provider notes leave both points open).
+DEFAULT_MAX_BYTES = {"test": 4 * MIB, "production": 40 * MIB}
+# "TEST-BACK02" is the processor of the recorded real test response; the production name is invented.
+DEFAULT_PROCESSOR = {"test": "TEST-BACK02", "production": "PROD-BACK01"}
+
+PRESETS = ("bench", "default")
+
+
+class ConfigError(ValueError):
+    """A knob name or value the sandbox cannot accept; the admin endpoint answers 400 with it."""
+
+
+@dataclass(frozen=True)
+class MySuiteSandboxConfig:
+    """Knobs of the simulator. See the package docstring for the environment variable of each."""
+
+    env: str = "test"
+    min_bytes: int = MIB
+    max_bytes: int | None = None
+    processing_base_seconds: float = 1.0
+    seconds_per_mb: float = 0.5
+    failure_rate: float = 0.0
+    seed: int = 0
+    link_ttl_seconds: float = 5 * 24 * 3600.0
+    link_content: str = "zip"
+    public_url: str = ""
+    requestor: str = ""
+    processor: str = ""
+    latency_ms: int = 0
+    http500_rate: float = 0.0
+    soap_fault_rate: float = 0.0
+    drop_rate: float = 0.0
+    drop_after_rate: float = 0.0
+    malformed_rate: float = 0.0
+    outage: bool = False
+    outage_mode: str = "503"
+    fault_transactions: tuple[str, ...] = ()
+    faults_on_files: bool = False
+    json_leading_space: bool = False
+
+    def __post_init__(self) -> None:
+        if self.env not in DEFAULT_MAX_BYTES:
+            raise ConfigError(f"env must be one of {sorted(DEFAULT_MAX_BYTES)}")
+        if self.link_content not in ("zip", "raw"):
+            raise ConfigError("link_content must be 'zip' or 'raw'")
+        if self.outage_mode not in ("503", "drop"):
+            raise ConfigError("outage_mode must be '503' or 'drop'")
+        for name in ("failure_rate", *FAULT_RATES):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1")
+        for name in (
+            "min_bytes",
+            "processing_base_seconds",
+            "seconds_per_mb",
+            "link_ttl_seconds",
+            "latency_ms",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.max_bytes is not None and self.max_bytes < 0:
+            raise ConfigError("max_bytes must not be negative")
+
+    @property
+    def effective_max_bytes(self) -> int:
+        return DEFAULT_MAX_BYTES[self.env] if self.max_bytes is None else self.max_bytes
+
+    @property
+    def effective_processor(self) -> str:
+        return self.processor or DEFAULT_PROCESSOR[self.env]
+
+    def processing_seconds(self, size: int) -> float:
+        """Processing grows with size, as the seed says; base + per-MiB keeps it predictable for tests."""
+        return self.processing_base_seconds + self.seconds_per_mb * size / MIB
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["fault_transactions"] = list(self.fault_transactions)
+        data["effective_max_bytes"] = self.effective_max_bytes
+        data["effective_processor"] = self.effective_processor
+        return data
+
+    def updated(
+        self, changes: Mapping[str, Any], default: MySuiteSandboxConfig | None = None
+    ) -> MySuiteSandboxConfig:
+        """Apply a partial update (admin JSON or environment); `preset` is applied before the other keys."""
+        base = self
+        preset = changes.get("preset")
+        if preset is not None:
+            base = base.with_preset(str(preset), default)
+        values: dict[str, Any] = {}
+        for name, raw in changes.items():
+            if name == "preset":
+                continue
+            if name not in _PARSERS:
+                raise ConfigError(f"unknown knob {name!r}")
+            try:
+                values[name] = _PARSERS[name](raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"bad value for {name}: {exc}") from exc
+        return dataclasses.replace(base, **values)
+
+    def with_preset(self, preset: str, default: MySuiteSandboxConfig | None = None) -> MySuiteSandboxConfig:
+        """`bench` removes every artificial wait so benchmarks measure the client, not the simulator.
+
+        `default` returns to the configuration the app started with (by default, the environment's).
+        """
+        if preset == "bench":
+            return dataclasses.replace(
+                self, min_bytes=0, processing_base_seconds=0.0, seconds_per_mb=0.0, latency_ms=0
+            )
+        if preset == "default":
+            return default if default is not None else MySuiteSandboxConfig.from_env()
+        raise ConfigError(f"preset must be one of {list(PRESETS)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MySuiteSandboxConfig:
+        env = os.environ if environ is None else environ
+        changes: dict[str, Any] = {}
+        for name in _PARSERS:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                changes[name] = raw
+        config = cls().updated(changes)
+        if _parse_bool(env.get(ENV_PREFIX + "BENCH", "0")):
+            config = config.with_preset("bench")
+        return config
+
+
+FAULT_RATES = ("http500_rate", "soap_fault_rate", "drop_rate", "drop_after_rate", "malformed_rate")
+
+
+def _parse_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int | float):
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _parse_int(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("booleans are not numbers")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return int(str(raw).strip())
+
+
+def _parse_optional_int(raw: object) -> int | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
+        return None
+    return _parse_int(raw)
+
+
+def _parse_float(raw: object) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("booleans are not numbers")
+    if isinstance(raw, int | float):
+        return float(raw)
+    return float(str(raw).strip())
+
+
+def _parse_str(raw: object) -> str:
+    if not isinstance(raw, str | int):
+        raise ValueError("expected a string")
+    return str(raw).strip()
+
+
+def _parse_names(raw: object) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple):
+        raise ValueError("expected a list or a comma-separated string")
+    return tuple(str(item).strip().upper() for item in items if str(item).strip())
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "env": lambda raw: _parse_str(raw).lower(),
+    "min_bytes": _parse_int,
+    "max_bytes": _parse_optional_int,
+    "processing_base_seconds": _parse_float,
+    "seconds_per_mb": _parse_float,
+    "failure_rate": _parse_float,
+    "seed": _parse_int,
+    "link_ttl_seconds": _parse_float,
+    "link_content": lambda raw: _parse_str(raw).lower(),
+    "public_url": lambda raw: _parse_str(raw).rstrip("/"),
+    "requestor": _parse_str,
+    "processor": _parse_str,
+    "latency_ms": _parse_int,
+    "http500_rate": _parse_float,
+    "soap_fault_rate": _parse_float,
+    "drop_rate": _parse_float,
+    "drop_after_rate": _parse_float,
+    "malformed_rate": _parse_float,
+    "outage": _parse_bool,
+    "outage_mode": _parse_str,
+    "fault_transactions": _parse_names,
+    "faults_on_files": _parse_bool,
+    "json_leading_space": _parse_bool,
+}
