@@ -1,0 +1,199 @@
+"""What an operator sees after a real run: `einvoice metrics` and Flower, against real workers.
+
+Invoices go through the CLI into PostgreSQL and Redis, a prefork worker with embedded beat carries
+them to the sandbox and back, and the tests then read the operator-facing endpoints over HTTP and
+hold them against the database, which is the source of truth.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from models import Store, make_engine
+from sandbox.app import build_app
+from sandbox.server import ServerThread
+from tests.e2e.test_pipeline import write_batch
+from tests.harness import FINAL, ROOT, Worker, pipeline_env, sandbox_admin, wait_until
+from tests.ops.procs import AUTH, Samples, flower_service, metrics_service, scrape, select, value
+from worker.samples import native_xml
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    store: Store
+    home: Path
+    admin: Any
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def worker(self) -> Worker:
+        return Worker(self.env, self.home / "worker.log", pool="prefork", concurrency=2).start()
+
+    def all_final(self, count: int) -> bool:
+        jobs = self.store.list_jobs()
+        return len(jobs) == count and all(job.state in FINAL for job in jobs)
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    with ServerThread(build_app()) as server:
+        yield server.url
+
+
+@pytest.fixture
+def stack(migrated_pg_url: str, redis_url: str, sandbox_url: str, tmp_path: Path) -> Iterator[Stack]:
+    redis.Redis.from_url(redis_url).flushdb()
+    admin = sandbox_admin(sandbox_url)
+    admin("reset")
+    admin("config", {"preset": "default"})
+    admin("config", {"min_bytes": 4096, "processing_base_seconds": 0.2, "seconds_per_mb": 20.0, "seed": 5})
+    env = pipeline_env(database_url=migrated_pg_url, broker_url=redis_url, sandbox_url=sandbox_url, home=tmp_path)
+    # The default location (under EINVOICE_HOME) is what the workers, the CLI and the server must agree on.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    store = Store(make_engine(migrated_pg_url))
+    yield Stack(env, store, tmp_path, admin)
+    store.engine.dispose()
+
+
+def _transitions(samples: Samples) -> dict[tuple[str, str, str], float]:
+    return {
+        (labels["provider"], labels["from_state"], labels["to_state"]): count
+        for key, count in select(samples, "einvoice_transitions_total").items()
+        for labels in [dict(key)]
+        if count
+    }
+
+
+def _recorded(store: Store) -> dict[tuple[str, str, str], float]:
+    return {(p, f or "none", t or "none"): float(n) for p, f, t, n in store.transition_counts()}
+
+
+def check_flower(url: str) -> None:
+    """Flower runs against our app: it lists our worker with our queues and tasks, behind basic auth."""
+    assert httpx.get(f"{url}/api/workers", timeout=10).status_code == 401
+    workers = httpx.get(f"{url}/api/workers", params={"refresh": "1"}, auth=AUTH, timeout=20).json()
+    registered = {name for info in workers.values() for name in info.get("registered", [])}
+    expected = {"einvoice.submit", "einvoice.verify", "einvoice.retrieve", "einvoice.refresh_links", "einvoice.sweep"}
+    assert expected <= registered, registered
+    assert {q["name"] for info in workers.values() for q in info.get("active_queues", [])} == {"submit", "poll"}
+
+    def seen() -> set[str]:
+        tasks = httpx.get(f"{url}/api/tasks", auth=AUTH, timeout=10).json()
+        return {task["name"] for task in tasks.values() if task.get("name")}
+
+    wait_until(
+        lambda: {"einvoice.submit", "einvoice.verify", "einvoice.retrieve", "einvoice.sweep"} <= seen(),
+        timeout=10,
+        what="our tasks in Flower's task list",
+    )
+
+
+def test_metrics_and_flower_after_a_run_and_an_outage(stack: Stack, tmp_path: Path) -> None:
+    """One run feeds both views (a worker start-up is the slow part): Flower first, then the metrics."""
+    stack.admin("config", {"failure_rate": 0.25})
+    docs = write_batch(tmp_path / "batch", 8, "OPS")
+    with ExitStack() as running:
+        worker = stack.worker()
+        running.callback(worker.stop)
+        metrics = metrics_service(stack.env, tmp_path / "metrics.log")
+        running.callback(metrics.stop)
+        metrics.start("/healthz")
+        flower = flower_service(stack.env, tmp_path / "flower.log")
+        running.callback(flower.stop)
+        flower.start("/healthcheck")
+        # The node's metrics directory is wiped at start-up: nothing may be counted before it is.
+        wait_until(lambda: " ready." in worker.log_text(), timeout=30, what="the worker to be ready")
+        # Flower turns task events on in running workers by remote control, every few seconds.
+        wait_until(lambda: "enabled by remote" in worker.log_text(), timeout=20, what="Flower to enable task events")
+        stack.cli("submit", str(tmp_path / "batch"))
+        wait_until(lambda: stack.all_final(len(docs)), timeout=60, what="every invoice in a final state")
+        check_flower(flower.url)
+
+        # Counters are written right after each commit; give the last one a moment to land.
+        wait_until(
+            lambda: _transitions(scrape(metrics.url)) == _recorded(stack.store),
+            timeout=10,
+            what="transition counters equal to the transitions recorded in the database",
+        )
+        samples = scrape(metrics.url)
+        recorded = _recorded(stack.store)
+        assert recorded[("mysuite", "none", "invalid")] == 1
+        assert recorded.get(("mysuite", "submitted", "failed"), 0) >= 1
+
+        by_state = {(p, s): n for p, s, n in stack.store.count_by_state()}
+        jobs = select(samples, "einvoice_jobs")
+        assert {(dict(k)["provider"], dict(k)["state"]) for k in jobs} >= set(by_state)
+        for key, count in jobs.items():
+            labels = dict(key)
+            assert count == by_state.get((labels["provider"], labels["state"]), 0), labels
+
+        left_submitted = sum(n for (p, f, _), n in recorded.items() if p == "mysuite" and f == "submitted")
+        issued = recorded[("mysuite", "submitted", "issued")]
+        assert value(samples, "einvoice_polls_per_document_count", provider="mysuite") == left_submitted
+        assert value(samples, "einvoice_time_to_issue_seconds_count", provider="mysuite") == issued
+        assert (value(samples, "einvoice_time_to_issue_seconds_sum", provider="mysuite") or 0) > 0
+        jobs_now = stack.store.list_jobs()
+        assert value(samples, "einvoice_polls_per_document_sum", provider="mysuite") == sum(
+            j.polls for j in jobs_now if j.submitted_at is not None
+        )
+        assert value(samples, "einvoice_oldest_due_seconds", provider="mysuite") == 0
+        assert value(samples, "einvoice_provider_up", provider="mysuite") == 1
+        # Documents of 4 KiB and more go to the async service: one accepted submit each (small ones use sync).
+        async_submitted = sum(1 for j in jobs_now if j.submitted_at is not None and j.size_bytes >= 4096)
+        labels = {"provider": "mysuite", "operation": "submit"}
+        assert value(samples, "einvoice_provider_requests_total", outcome="ok", **labels) == async_submitted
+        assert value(samples, "einvoice_provider_request_duration_seconds_count", **labels) == async_submitted
+
+        # An outage: the next submit fails with a transient error and the provider shows as down.
+        stack.admin("config", {"outage": True, "failure_rate": 0.0})
+        outage_doc = tmp_path / "outage.xml"
+        outage_doc.write_bytes(native_xml("OPS-OUTAGE", 9000))
+        stack.cli("submit", str(outage_doc), "--internal-id", "OPS-OUTAGE")
+        wait_until(
+            lambda: value(scrape(metrics.url), "einvoice_provider_up", provider="mysuite") == 0,
+            timeout=20,
+            what="einvoice_provider_up to drop to 0 during the outage",
+        )
+        transient = select(scrape(metrics.url), "einvoice_provider_requests_total", outcome="transient")
+        assert sum(transient.values()) >= 1
+        stack.admin("config", {"outage": False})
+        wait_until(lambda: stack.store.resolve("OPS-OUTAGE").state == "retrieved", timeout=30, what="recovery")
+        wait_until(
+            lambda: value(scrape(metrics.url), "einvoice_provider_up", provider="mysuite") == 1,
+            timeout=10,
+            what="einvoice_provider_up back to 1 after the outage",
+        )
+        wait_until(
+            lambda: _transitions(scrape(metrics.url)) == _recorded(stack.store),
+            timeout=10,
+            what="counters still equal to the database after the outage",
+        )
+        unauthenticated = httpx.get(f"{metrics.url}/metrics", timeout=10)
+        assert unauthenticated.status_code == 401
+        assert httpx.get(f"{metrics.url}/metrics", auth=(AUTH[0], "wrong"), timeout=10).status_code == 401
+    # Every process wrote under the default directory: the worker node's folder and the CLI's.
+    folders = {p.name.split("-")[0] for p in (stack.home / "metrics").iterdir()}
+    assert folders == {"worker", "clients"}
