@@ -1,9 +1,11 @@
 # Thin wrappers over documented commands; every target works from a fresh clone.
+# Commands: README.md (CLI, workers) and docs/OPERATIONS.md (the compose stack).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+COMPOSE ?= docker compose
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint bench up down worker beat flower metrics migrate sandbox
 
 $(BIN)/einvoice: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,3 +25,37 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+# Every benchmark under bench/ (each prints a table and writes bench/results/<name>.json).
+bench: setup
+	@for module in $(basename $(notdir $(filter-out bench/__init__.py,$(wildcard bench/*.py)))); do \
+		echo "== python -m bench.$$module"; \
+		$(BIN)/python -m bench.$$module || exit 1; \
+	done
+
+# The whole stack in containers (postgres, redis, migrate, workers, beat, flower, metrics,
+# prometheus, grafana, sandbox).
+up:
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down
+
+# Local processes against DATABASE_URL / CELERY_BROKER_URL (or the embedded default).
+worker: setup
+	$(BIN)/celery -A worker.app worker --loglevel INFO
+
+beat: setup
+	$(BIN)/celery -A worker.app beat --loglevel INFO
+
+flower: setup
+	$(BIN)/celery -A worker.app flower
+
+metrics: setup
+	$(BIN)/einvoice metrics
+
+migrate: setup
+	$(BIN)/alembic upgrade head
+
+sandbox: setup
+	$(BIN)/einvoice sandbox
