@@ -8,9 +8,12 @@ metrics` process adds all those files up and, at every scrape, asks the database
 that describe the backlog (jobs by state, overdue work, oldest queued job, links about to expire).
 Those are never kept in worker memory, so they are right no matter how many workers run or die.
 
-Layout of the directory: each Celery worker node writes into `worker-<node name>/`, wiped when that
-node starts (in the parent, before it forks its pool), so one node's restart cannot delete the live
-files of another node that shares the volume; every other process writes into `clients/`.
+Layout of the directory: each Celery worker node writes into `worker-<node name>/` and every other
+process into `clients/`, one file per process and metric type, as prometheus_client does. Files of
+processes that are gone are folded into one `*_archive.db` per type and folder (when a node starts,
+in the parent before it forks its pool; when a client process exits), so the number of files stays
+bounded while the sums never go down: Prometheus reads any drop of a counter as a reset and would
+count everything still there as new, raising false alerts whenever one of several nodes restarted.
 Files directly in the root are not ours (Flower writes its own metrics there when it inherits the
 variable) and are ignored.
 
@@ -19,21 +22,23 @@ request of any process said, whichever process made it. `max` would report a pro
 as one idle child had once succeeded, hiding an outage that every busy child is seeing; the
 `livemostrecent` variant would drop the observation of a child that has exited (prefork recycles
 children), letting an older success of a surviving child mask a newer failure. An observation is
-about the provider, not about the process that made it, so it outlives the process; it is cleared
-when the node restarts.
+about the provider, not about the process that made it, so it outlives the process (and is kept,
+with its time, when the files are folded).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
+import fcntl
 import hmac
 import logging
 import os
 import re
-import shutil
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -41,6 +46,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,6 +60,7 @@ log = logging.getLogger("einvoice.metrics")
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CLIENTS = "clients"
 WORKER_PREFIX = "worker-"
+LOCK_FILE = ".lock"
 
 # Outcomes after which the provider is known to answer; `transient` (timeouts, connection errors,
 # 5xx, outages) and `auth` (credentials refused: the provider is unusable until someone acts) mean
@@ -96,7 +103,7 @@ class _Metrics:
     provider_up: Gauge
 
 
-def _use_dir(path: Path, *, wipe: bool) -> None:
+def _use_dir(path: Path) -> None:
     """Point this process (and the children it forks) at `path`; must run before any metric exists.
 
     prometheus_client picks its value class when it is first imported, and the `celery` command
@@ -104,8 +111,6 @@ def _use_dir(path: Path, *, wipe: bool) -> None:
     on here explicitly rather than trusting the variable to have been set at process start.
     """
     global _process_dir
-    if wipe and path.exists():
-        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     os.environ[ENV_DIR] = str(path)
     if values.ValueClass is values.MutexValue:
@@ -113,14 +118,92 @@ def _use_dir(path: Path, *, wipe: bool) -> None:
     _process_dir = path
 
 
+@contextmanager
+def _locked(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """Folding files and reading them exclude each other, so a scrape never sees a half-folded folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / LOCK_FILE).open("a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _replace_archive(folder: Path, kind: str, entries: Iterable[tuple[str, float, float]], sources: list[Path]) -> None:
+    """Write the new archive beside the old one, swap it in, then remove the files it now contains."""
+    staging = folder / f".{kind}_archive.tmp"
+    staging.unlink(missing_ok=True)
+    out = MmapedDict(str(staging))
+    try:
+        for key, value, timestamp in entries:
+            out.write_value(key, value, timestamp)
+    finally:
+        out.close()
+    os.replace(staging, folder / f"{kind}_archive.db")
+    for f in sources:
+        f.unlink(missing_ok=True)
+
+
+def _fold(folder: Path, files: list[Path]) -> None:
+    """Fold the files of finished processes into the folder's archives, one per metric type.
+
+    Counters and histograms are added up. Of the `mostrecent` gauges (provider_up) the latest
+    observation of each series is kept, whichever process made it; other gauges are dropped, since
+    they describe processes that no longer exist.
+    """
+    for kind in ("counter", "histogram"):
+        archive = folder / f"{kind}_archive.db"
+        sources = [f for f in files if f.name.startswith(kind + "_") and f != archive]
+        if sources:
+            merged = MultiProcessCollector.merge([str(f) for f in [*sources, archive] if f.exists()], accumulate=False)
+            entries = (
+                (mmap_key(m.name, x.name, list(x.labels), list(x.labels.values()), m.documentation), x.value, 0.0)
+                for m in merged
+                for x in m.samples
+            )
+            _replace_archive(folder, kind, entries, sources)
+    kind = "gauge_mostrecent"
+    archive = folder / f"{kind}_archive.db"
+    sources = [f for f in files if f.name.startswith(kind + "_") and f != archive]
+    if sources:
+        latest: dict[str, tuple[float, float]] = {}
+        for f in [archive, *sources]:
+            if f.exists():
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(f)):
+                    if key not in latest or timestamp >= latest[key][1]:
+                        latest[key] = (value, timestamp)
+        _replace_archive(folder, kind, ((k, v, t) for k, (v, t) in latest.items()), sources)
+    for f in files:
+        if f.name.startswith("gauge_") and f.exists() and not f.name.endswith("_archive.db"):
+            f.unlink()
+
+
 def start_worker_node(node: str) -> Path:
-    """Called in a worker's parent process before it forks: a clean directory for this node."""
+    """Called in a worker's parent process before it forks: fold the node's previous run, then use it."""
     with _lock:
         if _metrics is not None:
             raise RuntimeError("metrics were created before the worker chose its metrics directory")
-        path = root_dir() / node_dir_name(node)
-        _use_dir(path, wipe=True)
+        root = root_dir()
+        path = root / node_dir_name(node)
+        path.mkdir(parents=True, exist_ok=True)
+        with _locked(root, exclusive=True):
+            _fold(path, [f for f in path.glob("*.db") if not f.name.endswith("_archive.db")])
+        _use_dir(path)
         return path
+
+
+def _fold_own_files() -> None:
+    """At a client process's exit: its files join the archive (other clients may still be running)."""
+    folder = _process_dir
+    if folder is None:
+        return
+    values.close_all_multiprocess_files()
+    pid = os.getpid()
+    own = [f for f in folder.glob("*.db") if f.name.endswith(f"_{pid}.db")]
+    if own:
+        with _locked(folder.parent, exclusive=True):
+            _fold(folder, own)
 
 
 def process_dir() -> Path | None:
@@ -138,7 +221,8 @@ def _get() -> _Metrics:
     with _lock:
         if _metrics is None:
             if _process_dir is None:
-                _use_dir(root_dir() / CLIENTS, wipe=False)
+                _use_dir(root_dir() / CLIENTS)
+                atexit.register(_fold_own_files)
             _metrics = _Metrics(
                 transitions=Counter(
                     "einvoice_transitions_total",
@@ -216,15 +300,8 @@ class ProcessFilesCollector(Collector):
         return sorted(str(p) for p in self.root.glob("*/*.db"))
 
     def collect(self) -> Iterable[Metric]:
-        # A node restarting (wipe) or a child exiting (live gauges) can remove a file between the
-        # listing and the reading; a fresh listing is then consistent again.
-        for attempt in range(3):
-            try:
-                return list(MultiProcessCollector.merge(self._files(), accumulate=True))
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-        return []
+        with _locked(self.root, exclusive=False):
+            return list(MultiProcessCollector.merge(self._files(), accumulate=True))
 
 
 class DatabaseCollector(Collector):

@@ -91,28 +91,45 @@ def test_a_process_that_imported_prometheus_first_still_writes_files(tmp_path: P
         """,
         {"EINVOICE_HOME": str(tmp_path)},
     )
+    # A client's files join the archive when it exits, so one-off commands do not pile up files.
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.db"))
-    assert written and all(name.startswith("metrics/clients/") for name in written)
-    assert up(collect(ProcessFilesCollector(tmp_path / "metrics")), "hacienda") == 1
+    assert written == [
+        "metrics/clients/counter_archive.db",
+        "metrics/clients/gauge_mostrecent_archive.db",
+        "metrics/clients/histogram_archive.db",
+    ]
+    samples = collect(ProcessFilesCollector(tmp_path / "metrics"))
+    assert up(samples, "hacienda") == 1
+    key = ("einvoice_provider_requests_total", (("operation", "submit"), ("outcome", "ok"), ("provider", "hacienda")))
+    assert samples[key] == 1
 
 
-def test_a_restarting_worker_node_clears_only_its_own_files(tmp_path: Path) -> None:
+def test_a_restarting_worker_node_folds_its_files_without_losing_counts(tmp_path: Path) -> None:
+    """A drop in a summed counter would read as a reset to Prometheus: restarts must keep the sums."""
     node = """
         from worker import metrics
         metrics.start_worker_node({node!r})
-        metrics.observe_request('mysuite', 'submit', 'ok', 0.1)
+        metrics.observe_request('mysuite', 'submit', {outcome!r}, 0.1)
         """
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    run(node.format(node="submit@host-a"), env)
-    run(node.format(node="poll@host-a"), env)
-    run(node.format(node="submit@host-a"), env)  # the submit node restarts
+    submit_dir = tmp_path / node_dir_name("submit@host-a")
+    run(node.format(node="submit@host-a", outcome="ok"), env)
+    run(node.format(node="poll@host-a", outcome="ok"), env)
+    run(node.format(node="submit@host-a", outcome="ok"), env)  # the submit node restarts...
+    run(node.format(node="submit@host-a", outcome="transient"), env)  # ...twice
     (tmp_path / "counter_1.db").write_bytes(b"not ours")  # a stranger's file in the root is ignored
+    samples = collect(ProcessFilesCollector(tmp_path))
     key = ("einvoice_provider_requests_total", (("operation", "submit"), ("outcome", "ok"), ("provider", "mysuite")))
-    assert collect(ProcessFilesCollector(tmp_path))[key] == 2
-    assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {
-        node_dir_name("submit@host-a"),
-        node_dir_name("poll@host-a"),
-    }
+    assert samples[key] == 3
+    duration = (("operation", "submit"), ("provider", "mysuite"))
+    assert samples[("einvoice_provider_request_duration_seconds_count", duration)] == 4
+    assert samples[("einvoice_provider_request_duration_seconds_bucket", (("le", "0.1"), *duration))] == 4
+    assert samples[("einvoice_provider_request_duration_seconds_bucket", (("le", "0.05"), *duration))] == 0
+    # Earlier runs are folded into one archive per type; only the last run's own files remain.
+    names = sorted(p.name.split("_")[-1] for p in submit_dir.glob("*.db"))
+    assert names.count("archive.db") == 3 and len(names) == 6  # one archive and one live file per type
+    assert up(samples) == 0  # the latest observation wins, wherever it is stored
+    assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {submit_dir.name, node_dir_name("poll@host-a")}
     assert node_dir_name("poll@host-a") == "worker-poll_host-a"
 
 
