@@ -195,5 +195,5 @@ def test_metrics_and_flower_after_a_run_and_an_outage(stack: Stack, tmp_path: Pa
         assert unauthenticated.status_code == 401
         assert httpx.get(f"{metrics.url}/metrics", auth=(AUTH[0], "wrong"), timeout=10).status_code == 401
     # Every process wrote under the default directory: the worker node's folder and the CLI's.
-    folders = {p.name.split("-")[0] for p in (stack.home / "metrics").iterdir()}
+    folders = {p.name.split("-")[0] for p in (stack.home / "metrics").iterdir() if p.is_dir()}
     assert folders == {"worker", "clients"}
