@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
@@ -74,7 +74,7 @@ _POLL_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100)
 _REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
-def root_dir(environ: dict[str, str] | None = None) -> Path:
+def root_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The directory shared by every process of one installation (and by `einvoice metrics`)."""
     env = os.environ if environ is None else environ
     configured = env.get(ENV_DIR)
@@ -204,10 +204,6 @@ def _fold_own_files() -> None:
     if own:
         with _locked(folder.parent, exclusive=True):
             _fold(folder, own)
-
-
-def process_dir() -> Path | None:
-    return _process_dir
 
 
 def mark_dead(pid: int) -> None:
@@ -378,7 +374,7 @@ class BasicAuth:
         return f"BasicAuth(user={self.user!r}, password='***')"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> BasicAuth | None:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BasicAuth | None:
         """`METRICS_BASIC_AUTH=user:password`, or the same in the file named by `METRICS_BASIC_AUTH_FILE`."""
         raw = read_setting("METRICS_BASIC_AUTH", environ=environ)
         if not raw:
