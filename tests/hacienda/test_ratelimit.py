@@ -171,3 +171,12 @@ def test_without_the_limiter_the_same_run_trips_the_quota(sandbox, make_client, 
 
     assert errors and all(isinstance(e, RateLimitedError) for e in errors)
     assert sandbox.totals()["status_429"] >= 1
+
+
+def test_unreachable_redis_fails_closed():
+    from providers.base import TransientError
+    from sandbox.server import free_port
+
+    limiter = RateLimiter(_name(), f"redis://127.0.0.1:{free_port()}/0", per_hour=100)
+    with pytest.raises(TransientError, match="unavailable"):
+        limiter.acquire()

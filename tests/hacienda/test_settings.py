@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from providers import get_provider, reset_providers
-from providers.base import AuthError
+from providers.base import AuthError, Provider
 from providers.hacienda import HaciendaClient, HaciendaSettings
 from providers.hacienda.samples import sample_comprobante
 from providers.hacienda.settings import DEFAULT_API_URL, DEFAULT_IDP_URL
@@ -39,7 +39,8 @@ def test_password_file_wins_and_stays_out_of_repr(tmp_path):
     settings = HaciendaSettings.from_env(env)
     assert settings.password == "s3cret-from-file"
     assert (settings.rate_per_hour, settings.rate_burst, settings.read_timeout) == (0, 4, 12.5)
-    client = HaciendaClient(settings)
+    client: Provider = HaciendaClient(settings)
+    assert isinstance(client, HaciendaClient)
     try:
         for text in (repr(settings), repr(client), repr(client.limiter)):
             assert "s3cret" not in text

@@ -154,3 +154,12 @@ def sample_comprobante_clave(sequence: int) -> str:
     from providers.hacienda.comprobante import parse_comprobante
 
     return parse_comprobante(sample_comprobante(sequence), max_bytes=1 << 20).clave.value
+
+
+def test_unreachable_redis_is_transient(sandbox, make_client):
+    from sandbox.server import free_port
+
+    client = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(TransientError, match="unavailable"):
+        client.submit(sample_comprobante(1), "inv-1")
+    assert sandbox.totals().get("posts", 0) == 0
