@@ -76,6 +76,25 @@ class LinkExpired(PermanentError):
     """
 
 
+class _OriginOnlyUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO; download links are secrets, so keep the origin only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], httpx.URL):
+            url = args[1]
+            record.args = (args[0], f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}/…", *args[2:])
+        return True
+
+
+def _install_url_redaction() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(item, _OriginOnlyUrls) for item in logger.filters):
+        logger.addFilter(_OriginOnlyUrls())
+
+
+_install_url_redaction()
+
 _live_clients: weakref.WeakSet[MySuiteClient] = weakref.WeakSet()
 
 

@@ -63,7 +63,7 @@ def _describe(size: int) -> str:
 
 def check_payload(payload: bytes, max_bytes: int, environment: str) -> None:
     """Size first (cheap, and bounds the parse), then well-formedness, DOCTYPE and the root element."""
-    if not isinstance(payload, bytes | bytearray):
+    if not isinstance(payload, bytes):
         raise InvalidPayload("document must be bytes")
     size = len(payload)
     if size == 0:

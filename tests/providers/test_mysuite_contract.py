@@ -499,3 +499,22 @@ def test_forked_child_opens_its_own_pool(sandbox: MySuiteSandbox, make_client: M
     client.close()
     assert client._http is None
     assert client.verify(request_id).status is VerifyStatus.ISSUED  # a closed client reopens its pool
+
+
+def test_logs_never_show_links_or_credentials(
+    sandbox: MySuiteSandbox, make_client: MakeClient, tmp_path: Path, caplog: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = make_client()
+    payload = native_xml(LARGE, internal_id="INV-LOG")
+    request_id = client.submit(payload, "INV-LOG").request_id
+    links = client.retrieve(request_id).links
+    sandbox.configure(faults_on_files=True, http500_rate=1.0, fault_transactions=["FILES"])
+    with pytest.raises(TransientError):
+        client.download(links["xml"], tmp_path / "x.zip")  # retried in-call, so logged
+    sandbox.configure(http500_rate=0.0)
+    client.download(links["pdf"], tmp_path / "p.zip")
+    assert "Retrying" in caplog.text and "HTTP Request" in caplog.text
+    for secret in (links["xml"].rsplit("/", 1)[1], links["pdf"].rsplit("/", 1)[1], REQUESTOR):
+        assert secret not in caplog.text
+    assert payload[-200:].decode() not in caplog.text
