@@ -253,13 +253,14 @@ def render_response(
         parts.append("<Identifier>")
         parts.extend(_element(name, answer.identifier.get(name)) for name in DOC_ID_FIELDS)
         parts.append("</Identifier>")
-    parts.append("</Response><ResponseData>")
-    parts.append(_element("ResponseData1", answer.response_data1))
-    parts.append(_element("ResponseData2", answer.response_data2))
-    parts.append(_element("ResponseData3", answer.response_data3))
-    parts.append(
-        "</ResponseData></RequestTransactionResult></RequestTransactionResponse></soap:Body></soap:Envelope>"
-    )
+    parts.append("</Response>")
+    data = [
+        _element("ResponseData1", answer.response_data1),
+        _element("ResponseData2", answer.response_data2),
+        _element("ResponseData3", answer.response_data3),
+    ]
+    parts.append(f"<ResponseData>{''.join(data)}</ResponseData>" if any(data) else "<ResponseData />")
+    parts.append("</RequestTransactionResult></RequestTransactionResponse></soap:Body></soap:Envelope>")
     return "".join(parts).encode("utf-8")
 
 
