@@ -129,8 +129,6 @@ class MySuiteSandbox:
             await Response("Not Found", status_code=404, media_type="text/plain")(scope, receive, send)
             return
         config = self.config
-        if config.latency_ms:
-            await asyncio.sleep(config.latency_ms / 1000)
         if config.outage:
             await self._outage(scope, receive, send)
             return
@@ -140,6 +138,8 @@ class MySuiteSandbox:
         if request.method != "POST":
             await Response(status_code=405, headers={"Allow": "GET, POST"})(scope, receive, send)
             return
+        if config.latency_ms:
+            await asyncio.sleep(config.latency_ms / 1000)
         await self._post(request, service, scope, receive, send)
 
     async def _outage(self, scope: Scope, receive: Receive, send: Send) -> None:
