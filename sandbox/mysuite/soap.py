@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -206,10 +206,6 @@ def dotnet_timestamp(epoch_ns: int | None = None) -> str:
 def local_seconds(epoch: float) -> str:
     """Mexico City time without offset or fraction, as MYSuite writes EnrolledTimeStamp."""
     return datetime.fromtimestamp(int(epoch), MEXICO).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def utc_iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _element(name: str, value: str | None) -> str:
