@@ -207,9 +207,7 @@ def observed(provider: str, operation: str) -> Iterator[None]:
             observer(provider, operation, outcome, elapsed)
 
 
-def read_setting(
-    name: str, default: str | None = None, environ: Mapping[str, str] | None = None
-) -> str | None:
+def read_setting(name: str, default: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
     """Read NAME from the environment, or from the file named by NAME_FILE (Docker/Kubernetes secrets).
 
     The file wins over a plain variable so that a secret mounted by the orchestrator cannot be

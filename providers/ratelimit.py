@@ -10,7 +10,9 @@ worker and for the embedded default.
 Each window is a bucket of `burst` tokens refilled at `(limit - burst) / period` tokens a second.
 A bucket that starts full can then grant at most `burst + (limit - burst) = limit` calls in any
 interval of `period` seconds, so a client that keeps to its plan never meets the provider's quota,
-whether the provider counts in fixed or sliding windows.
+whether the provider counts in fixed or sliding windows. The bound holds for the moments tokens are
+granted; requests reach the provider a little later and not all equally late, so a plan with a
+short window (tests, per-minute limits) should keep a call or two below the provider's figure.
 
 A 429 means the provider's own count disagrees with ours (another system shares the credentials,
 or the plan is wrong), so `pause()` stops every process for the time the provider asked, not just

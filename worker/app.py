@@ -38,6 +38,7 @@ def _transport_options(s: Settings) -> dict[str, Any]:
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
             "processed_folder": str(processed),
+            "control_folder": str(s.broker_folder / "control"),
             "store_processed": False,
         }
     # Never longer than our longest countdown's redelivery window matters: countdowns are capped at

@@ -226,7 +226,7 @@ def sandbox(host: str, port: int) -> None:
     from sandbox.app import build_app
 
     click.echo(f"sandbox on http://{host}:{port}/mysuite/async/factwsfront.asmx?WSDL and /hacienda/")
-    uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+    uvicorn.run(build_app(), host=host, port=port, log_level="warning", access_log=False)
 
 
 @main.command()
@@ -253,12 +253,17 @@ def metrics(host: str, port: int | None) -> None:
 @click.option("--count", default=12, show_default=True, help="Generated 1-4 MB invoices besides the special ones.")
 @click.option("--seconds-per-mb", default=1.0, show_default=True, help="Sandbox processing time.")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after this many seconds.")
+@click.option("--hacienda", default=4, show_default=True, help="Hacienda (Costa Rica) comprobantes in the batch.")
 @click.option("--concurrency", default=8, show_default=True)
-def demo(count: int, seconds_per_mb: float, timeout: float, concurrency: int) -> None:
+def demo(count: int, seconds_per_mb: float, timeout: float, hacienda: int, concurrency: int) -> None:
     """Run the sandbox, a worker and beat, push a batch of invoices through, and show where each ended."""
     from worker.demo import run_demo
 
-    sys.exit(run_demo(count=count, seconds_per_mb=seconds_per_mb, timeout=timeout, concurrency=concurrency))
+    sys.exit(
+        run_demo(
+            count=count, seconds_per_mb=seconds_per_mb, timeout=timeout, hacienda=hacienda, concurrency=concurrency
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,12 +42,19 @@ def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path
             "EINVOICE_POLL_SECONDS_PER_MB": str(seconds_per_mb),
             "EINVOICE_SWEEP_INTERVAL_SECONDS": "2",
             "EINVOICE_REDISPATCH_SECONDS": "15",
+            "SANDBOX_HACIENDA_PROCESSING_SECONDS": env.get("SANDBOX_HACIENDA_PROCESSING_SECONDS", "2"),
         }
     )
+    # The sandbox's own login, unless real credentials were configured; no client-side rate plan,
+    # since the sandbox's quota is far above a demo's handful of calls.
+    env.setdefault("HACIENDA_USERNAME", "cpj-3-101-123456@stag.comprobanteselectronicos.go.cr")
+    env.setdefault("HACIENDA_PASSWORD", "sandbox")
+    env.setdefault("HACIENDA_RATE_PER_HOUR", "0")
+    env.setdefault("HACIENDA_RATE_PER_DAY", "0")
     return env, home
 
 
-def run_demo(*, count: int, seconds_per_mb: float, timeout: float, concurrency: int) -> int:
+def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int, concurrency: int) -> int:
     from rich.console import Console
 
     from sandbox.server import ServerThread, free_port
@@ -96,7 +103,7 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, concurrency: 
                 stderr=subprocess.STDOUT,
             )
             try:
-                job_ids = _submit_batch(console, store, count)
+                job_ids = _submit_batch(console, store, count, hacienda)
                 finished = _wait(console, store, job_ids, timeout, worker)
             finally:
                 worker.send_signal(signal.SIGTERM)
@@ -104,36 +111,43 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, concurrency: 
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     worker.kill()
-        counters = httpx.get(f"{server.url}/mysuite/_admin/counters", timeout=10).json()
+        counters = {
+            provider: httpx.get(f"{server.url}/{provider}/_admin/counters", timeout=10).json()
+            for provider in ("mysuite", "hacienda")
+        }
     elapsed = time.monotonic() - started
     _report(console, store, job_ids, counters, elapsed, log_path)
     store.engine.dispose()
     return 0 if finished else 1
 
 
-def _submit_batch(console: Any, store: Any, count: int) -> list[str]:
+def _submit_batch(console: Any, store: Any, count: int, hacienda: int) -> list[str]:
     from rich.progress import Progress
 
+    from providers.hacienda.samples import sample_comprobante
     from worker.app import settings
     from worker.producer import InvalidInput, enqueue
     from worker.samples import native_xml
 
     rng = random.Random(2026)
     run = f"{int(time.time()):x}"
-    documents: list[tuple[str, bytes]] = []
+    documents: list[tuple[str, str, bytes]] = []
     for n in range(count):
         size = int(rng.uniform(1.1, 3.9) * MB)
-        documents.append((f"DEMO-{run}-{n:03d}", native_xml(f"DEMO-{run}-{n:03d}", size, folio=n + 1)))
+        documents.append(("mysuite", f"DEMO-{run}-{n:03d}", native_xml(f"DEMO-{run}-{n:03d}", size, folio=n + 1)))
     small_id = f"DEMO-{run}-SMALL"
-    documents.append((small_id, native_xml(small_id, 40_000, folio=900)))
-    documents.append((documents[0][0], documents[0][1]))  # the ERP sends the first invoice twice
-    documents.append((f"DEMO-{run}-BAD", b"<fx:FactDocMX this is not XML"))
+    documents.append(("mysuite", small_id, native_xml(small_id, 40_000, folio=900)))
+    documents.append(documents[0])  # the ERP sends the first invoice twice
+    documents.append(("mysuite", f"DEMO-{run}-BAD", b"<fx:FactDocMX this is not XML"))
+    base = int(time.time()) % 1_000_000 * 100
+    for n in range(hacienda):
+        documents.append(("hacienda", f"DEMO-{run}-CR{n:02d}", sample_comprobante(base + n + 1)))
     job_ids: list[str] = []
     with Progress(console=console, transient=False) as progress:
         bar = progress.add_task("submitting", total=len(documents))
-        for internal_id, payload in documents:
+        for provider, internal_id, payload in documents:
             try:
-                outcome = enqueue(store, payload, internal_id, policy=settings.policy)
+                outcome = enqueue(store, payload, internal_id, provider=provider, policy=settings.policy)
             except InvalidInput as exc:
                 console.print(f"{internal_id}: refused: {exc}")
             else:
@@ -168,7 +182,7 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
     from rich.table import Table
 
     table = Table(title="final states")
-    for column in ("internal id", "MB", "state", "polls", "seconds", "fiscal id / reason"):
+    for column in ("provider", "internal id", "MB", "state", "polls", "seconds", "fiscal id / reason"):
         table.add_column(column)
     states: dict[str, int] = {}
     for job_id in job_ids:
@@ -177,11 +191,19 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
         seconds = (job.state_changed_at - job.created_at).total_seconds()
         detail = job.doc_guid or (job.error_message or "")[:60]
         table.add_row(
-            job.internal_id, f"{job.size_bytes / MB:.2f}", job.state, str(job.polls), f"{seconds:.1f}", detail
+            job.provider,
+            job.internal_id,
+            f"{job.size_bytes / MB:.2f}",
+            job.state,
+            str(job.polls),
+            f"{seconds:.1f}",
+            detail,
         )
     console.print(table)
-    seen = [*counters["async"].values(), *counters["sync"].values()]
-    resent = sum(1 for entry in seen if entry["documents"] > 1)
+    mysuite, hacienda = counters["mysuite"], counters["hacienda"]
+    created = [entry["documents"] for entry in (*mysuite["async"].values(), *mysuite["sync"].values())]
+    created += [entry.get("created", 0) for entry in hacienda["claves"].values()]
+    resent = sum(1 for n in created if n > 1)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     console.print(f"{len(job_ids)} jobs: {summary}; documents created twice at the provider: {resent}")
     console.print(f"total {elapsed:.1f}s; worker log: {log}")

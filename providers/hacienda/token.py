@@ -136,7 +136,9 @@ class TokenSource:
         locked = False
         try:
             while True:
-                if self._redis.set(self._lock_key, owner, nx=True, px=int(LOCK_SECONDS * 1000)):
+                if self._redis_call(
+                    lambda: self._redis.set(self._lock_key, owner, nx=True, px=int(LOCK_SECONDS * 1000))
+                ):
                     locked = True
                     break
                 current = self._load()

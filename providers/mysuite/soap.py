@@ -105,7 +105,7 @@ class EnvelopeBuilder:
 def _operation() -> tuple[Any, str]:
     """Load the WSDL once per process (about 0.2 s) and share the read-only binding operation."""
     # zeep ships no annotations for these constructors.
-    transport = _LocalOnlyTransport()  # type: ignore[no-untyped-call]
-    client = zeep.Client(str(WSDL_PATH), transport=transport)  # type: ignore[no-untyped-call]
-    operation = client.wsdl.bindings[BINDING].get(OPERATION)  # type: ignore[no-untyped-call]
+    transport = _LocalOnlyTransport()
+    client = zeep.Client(str(WSDL_PATH), transport=transport)
+    operation = client.wsdl.bindings[BINDING].get(OPERATION)
     return operation, f'"{operation.soapaction}"'

@@ -334,6 +334,10 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
             return _error(
                 400, "El campo emisor requiere tipoIdentificacion y numeroIdentificacion", validation=True
             )
+        callback = body.get("callbackUrl")
+        valid_callback = isinstance(callback, str) and re.match(r"https?://[^/\s]+", callback)
+        if callback is not None and not valid_callback:
+            return _error(400, "El campo callbackUrl no es una URL válida", validation=True)
         try:
             xml = base64.b64decode(body["comprobanteXml"], validate=True)
         except (binascii.Error, ValueError, TypeError):

@@ -35,6 +35,7 @@ SANDBOX_MYSUITE_MALFORMED_RATE         0            share executed, then answere
 SANDBOX_MYSUITE_OUTAGE                 0            every call fails (see OUTAGE_MODE)
 SANDBOX_MYSUITE_OUTAGE_MODE            503          `503` (IIS page) or `drop` (connection closed)
 SANDBOX_MYSUITE_FAULT_TRANSACTIONS     (all)        comma list of transactions the rates apply to
+                                                    (`FILES` = downloads, with FAULTS_ON_FILES)
 SANDBOX_MYSUITE_FAULTS_ON_FILES        0            apply latency, rates and outage to downloads
 SANDBOX_MYSUITE_JSON_LEADING_SPACE     0            reproduce the seed's " " before JSON InternalID
 SANDBOX_MYSUITE_BENCH                  0            preset: no size minimum, no processing, no latency

@@ -30,13 +30,13 @@ from sandbox.mysuite.config import ConfigError, MySuiteSandboxConfig
 from sandbox.mysuite.soap import (
     ZERO_GUID,
     Answer,
+    EnvelopeReader,
     SoapFault,
     SoapRequest,
     content_type,
     dotnet_timestamp,
     is_guid,
     load_transactions,
-    parse_request,
     render_fault,
     render_response,
     soap_action,
@@ -129,8 +129,6 @@ class MySuiteSandbox:
             await Response("Not Found", status_code=404, media_type="text/plain")(scope, receive, send)
             return
         config = self.config
-        if config.latency_ms:
-            await asyncio.sleep(config.latency_ms / 1000)
         if config.outage:
             await self._outage(scope, receive, send)
             return
@@ -140,6 +138,8 @@ class MySuiteSandbox:
         if request.method != "POST":
             await Response(status_code=405, headers={"Allow": "GET, POST"})(scope, receive, send)
             return
+        if config.latency_ms:
+            await asyncio.sleep(config.latency_ms / 1000)
         await self._post(request, service, scope, receive, send)
 
     async def _outage(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,18 +172,15 @@ class MySuiteSandbox:
         ctype = request.headers.get("content-type", "")
         soap12 = soap_version(ctype)
         action = soap_action(request.headers.get("soapaction"), ctype, soap12)
-        # Read the stream instead of request.body(), which would cache a second copy of up to 53 MB.
-        chunks = [chunk async for chunk in request.stream()]
-        body = b"".join(chunks)
-        del chunks
         received_ns = time.time_ns()
         try:
-            call = await run_in_threadpool(parse_request, body, soap12, action)
+            reader = EnvelopeReader(soap12, action)
+            async for chunk in request.stream():
+                reader.feed(chunk)
+            call = reader.close()
         except SoapFault as refused:
             await _send(send, 500, render_fault(refused, soap12), content_type(soap12))
             return
-        finally:
-            del body
         transaction = call.transaction
         counted_id = call.text("Data2") if transaction == "ASYNC_CONVERT_NATIVE_XML" else None
         self.store.count_call(transaction, counted_id)

@@ -20,23 +20,25 @@ FX_NS = "http://www.fact.com.mx/schema/fx"
 SUPPORTED_VERSIONS = ("8",)
 _CHUNK = 1024 * 1024
 
-# Paths (local names below the root) whose text the simulator keeps.
-_WANTED = {
-    ("Version",): "version",
-    ("Identificacion", "RFCEmisor"): "rfc_emisor",
-    ("Identificacion", "RazonSocialEmisor"): "razon_social_emisor",
-    ("Identificacion", "TipoDeComprobante"): "tipo",
-    ("Identificacion", "NumeroInterno"): "numero_interno",
-    ("Identificacion", "LugarExpedicion"): "lugar_expedicion",
-    ("Identificacion", "AsignacionSolicitada", "Serie"): "serie",
-    ("Identificacion", "AsignacionSolicitada", "Folio"): "folio",
-    ("Identificacion", "AsignacionSolicitada", "TiempoDeEmision"): "tiempo_de_emision",
-    ("Receptor", "RFCReceptor"): "rfc_receptor",
-    ("Receptor", "NombreReceptor"): "nombre_receptor",
-    ("Totales", "Moneda"): "moneda",
-    ("Totales", "SubTotal"): "subtotal",
-    ("Totales", "Total"): "total",
+ROOT_TAG = f"{{{FX_NS}}}FactDocMX"
+
+# Values kept, by the root child that holds them and their path below it (local names, fx namespace).
+_WANTED: dict[str, dict[str, str]] = {
+    "Version": {"": "version"},
+    "Identificacion": {
+        "RFCEmisor": "rfc_emisor",
+        "RazonSocialEmisor": "razon_social_emisor",
+        "TipoDeComprobante": "tipo",
+        "NumeroInterno": "numero_interno",
+        "LugarExpedicion": "lugar_expedicion",
+        "AsignacionSolicitada/Serie": "serie",
+        "AsignacionSolicitada/Folio": "folio",
+        "AsignacionSolicitada/TiempoDeEmision": "tiempo_de_emision",
+    },
+    "Receptor": {"RFCReceptor": "rfc_receptor", "NombreReceptor": "nombre_receptor"},
+    "Totales": {"Moneda": "moneda", "SubTotal": "subtotal", "Total": "total"},
 }
+_WANTED_TAGS = {f"{{{FX_NS}}}{name}": name for name in _WANTED}
 
 
 class NativeError(ValueError):
@@ -86,46 +88,38 @@ def decode_base64(text: str) -> bytes:
         raise NativeError("El contenido de Data1 no es una cadena Base64 válida.") from None
 
 
-def parse_native(data: bytes) -> NativeDocument:
-    """Check root, namespace, Version and RFCEmisor; refuse DTDs; keep only the values listed above."""
-    parser = etree.XMLPullParser(
-        events=("start", "end"), resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
+def _parser(**options: object) -> etree.XMLPullParser:
+    return etree.XMLPullParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True, **options
     )
+
+
+def parse_native(data: bytes) -> NativeDocument:
+    """Check root, namespace, Version and RFCEmisor; refuse DTDs; keep only the values listed above.
+
+    The whole document is parsed (so it is proven well-formed), but Python only sees one event, the
+    root's start. After each chunk, finished subtrees are cut off along the path of still-open
+    elements, which libxml2 does in C: memory stays at about one chunk and a 40 MB document with
+    hundreds of thousands of concepts parses at C speed.
+    """
+    _check_prolog(data)
+    parser = _parser(events=("start",), tag=ROOT_TAG, remove_comments=True, remove_pis=True)
     values: dict[str, str] = {}
-    path: list[str] = []
-    root_seen = False
+    root: etree._Element | None = None
     view = memoryview(data)
     try:
-        for offset in range(0, max(len(data), 1), _CHUNK):
+        for offset in range(0, len(data), _CHUNK):
             parser.feed(bytes(view[offset : offset + _CHUNK]))
-            for event, element in parser.read_events():
-                if not root_seen:
-                    root_seen = True
-                    _check_root(element)
-                    continue
-                if event == "start":
-                    qname = etree.QName(element)
-                    path.append(qname.localname if qname.namespace == FX_NS else qname.text)
-                    continue
-                if not path:  # the root's own end
-                    continue
-                key = _WANTED.get(tuple(path))
-                if key is not None and key not in values:
-                    values[key] = (element.text or "").strip()
-                path.pop()
-                # Drop every finished subtree so memory stays flat for 40 MB documents.
-                element.clear()
-                parent = element.getparent()
-                if parent is not None:
-                    while element.getprevious() is not None:
-                        del parent[0]
-        parser.close()
+            if root is None:
+                root = next((element for _, element in parser.read_events()), None)
+            if root is not None:
+                _prune(root, values, final=False)
+        root = parser.close()
     except etree.XMLSyntaxError as exc:
         raise NativeError(f"El XML nativo no está bien formado: {exc.msg}") from None
     finally:
         view.release()
-    if not root_seen:
-        raise NativeError("El XML nativo está vacío.")
+    _prune(root, values, final=True)
     version = values.get("version", "")
     if version not in SUPPORTED_VERSIONS:
         raise NativeError(f"Versión de XML nativo no soportada: '{version[:10]}'; se espera fx:Version 8.")
@@ -136,11 +130,55 @@ def parse_native(data: bytes) -> NativeDocument:
     return NativeDocument(size=len(data), version=version, numero_interno=numero or None, **values)
 
 
-def _check_root(root: etree._Element) -> None:
-    if root.getroottree().docinfo.doctype:
-        raise NativeError("El XML nativo no puede contener una declaración DOCTYPE.")
-    if root.tag != f"{{{FX_NS}}}FactDocMX":
-        raise NativeError(f"El elemento raíz debe ser fx:FactDocMX del espacio de nombres {FX_NS}.")
+def _check_prolog(data: bytes) -> None:
+    """Look at the first element only: refuse a DOCTYPE or a foreign root before parsing 40 MB."""
+    parser = _parser(events=("start",))
+    view = memoryview(data)
+    try:
+        for offset in range(0, len(data), 64 * 1024):
+            parser.feed(bytes(view[offset : offset + 64 * 1024]))
+            first = next((element for _, element in parser.read_events()), None)
+            if first is not None:
+                if first.getroottree().docinfo.doctype:
+                    raise NativeError("El XML nativo no puede contener una declaración DOCTYPE.")
+                if first.tag != ROOT_TAG:
+                    raise NativeError(
+                        f"El elemento raíz debe ser fx:FactDocMX del espacio de nombres {FX_NS}."
+                    )
+                return
+    except etree.XMLSyntaxError as exc:
+        raise NativeError(f"El XML nativo no está bien formado: {exc.msg}") from None
+    finally:
+        view.release()
+    raise NativeError("El XML nativo está vacío.")
+
+
+def _prune(root: etree._Element, values: dict[str, str], *, final: bool) -> None:
+    """Read and drop the root's finished children, then drop finished subtrees below the open one.
+
+    While parsing, the last child at each level is the element still open; everything before it is
+    complete and can go. The small containers holding wanted values are never pruned inside.
+    """
+    children = list(root)
+    finished = children if final else children[:-1]
+    for child in finished:
+        name = _WANTED_TAGS.get(child.tag) if isinstance(child.tag, str) else None
+        if name is not None:
+            for path, key in _WANTED[name].items():
+                found = (
+                    child if not path else child.find("/".join(f"{{{FX_NS}}}{p}" for p in path.split("/")))
+                )
+                if found is not None and key not in values:
+                    values[key] = (found.text or "").strip()
+    if finished:
+        del root[: len(finished)]
+    node = None if final or not children else children[-1]
+    if node is not None and node.tag in _WANTED_TAGS:
+        return
+    while node is not None and len(node):
+        if len(node) > 1:
+            del node[:-1]
+        node = node[-1]
 
 
 def cfdi_xml(doc: NativeDocument, *, uuid: str, serie: str, folio: str, issued: str, stamped: str) -> bytes:

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -86,8 +86,6 @@ DOC_ID_FIELDS = (
     "ObservacionesHtml",
 )
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
-
 
 class SoapFault(Exception):
     """A request ASMX refuses before any transaction runs (HTTP 500 with a soap:Fault)."""
@@ -134,43 +132,67 @@ def soap_action(headers_action: str | None, content_type: str, soap12: bool) -> 
     return SOAP_ACTION
 
 
-def parse_request(body: bytes, soap12: bool, action: str) -> SoapRequest:
-    """Parse a RequestTransaction envelope, refusing what ASMX refuses (DTDs, wrong body, wrong action)."""
-    if action in OTHER_ACTIONS:
-        raise SoapFault(
-            f"Operation {action.rsplit('/', 1)[1]} is not simulated by the sandbox.", client=False
-        )
-    if action != SOAP_ACTION:
-        raise SoapFault(f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")
-    try:
-        root = etree.fromstring(body, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise SoapFault(
-            f"Server was unable to read request. ---> There is an error in XML document: {exc}"
-        ) from None
-    if root.getroottree().docinfo.doctype:
-        raise SoapFault("Server was unable to read request. ---> DTD is prohibited in this XML document.")
-    envelope_ns = SOAP12_NS if soap12 else SOAP11_NS
-    if root.tag != f"{{{envelope_ns}}}Envelope":
-        if root.tag in (f"{{{SOAP11_NS}}}Envelope", f"{{{SOAP12_NS}}}Envelope"):
+def _safe_parser() -> etree.XMLParser:
+    """A new parser per use: lxml parsers must not be shared between threads."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+
+
+class EnvelopeReader:
+    """Parses a RequestTransaction envelope as its body arrives, refusing what ASMX refuses.
+
+    Feeding the parser chunk by chunk means a 53 MB request is never held as raw bytes beside its
+    parsed tree.
+    """
+
+    def __init__(self, soap12: bool, action: str) -> None:
+        if action in OTHER_ACTIONS:
             raise SoapFault(
-                "Possible SOAP version mismatch: Envelope namespace was unexpected.", version_mismatch=True
+                f"Operation {action.rsplit('/', 1)[1]} is not simulated by the sandbox.", client=False
             )
-        raise SoapFault("Server was unable to read request. ---> Root element is not a SOAP Envelope.")
-    body_el = root.find(f"{{{envelope_ns}}}Body")
-    if body_el is None:
-        raise SoapFault("Server was unable to read request. ---> The SOAP Body is missing.")
-    call = next((child for child in body_el if isinstance(child.tag, str)), None)
-    if call is None or call.tag != f"{{{WS_NS}}}RequestTransaction":
-        raise SoapFault("Server was unable to read request. ---> Unexpected element in the SOAP Body.")
-    request = SoapRequest(soap12=soap12)
-    for child in call:
-        if not isinstance(child.tag, str) or not child.tag.startswith(f"{{{WS_NS}}}"):
-            continue
-        name = child.tag[len(WS_NS) + 2 :]
-        if name in REQUEST_FIELDS:
-            request.fields[name] = child.text or ""
-    return request
+        if action != SOAP_ACTION:
+            raise SoapFault(f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")
+        self.soap12 = soap12
+        self._parser = _safe_parser()
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._parser.feed(chunk)
+        except etree.XMLSyntaxError as exc:
+            raise _unreadable(exc) from None
+
+    def close(self) -> SoapRequest:
+        try:
+            root = self._parser.close()
+        except etree.XMLSyntaxError as exc:
+            raise _unreadable(exc) from None
+        if root.getroottree().docinfo.doctype:
+            raise SoapFault("Server was unable to read request. ---> DTD is prohibited in this XML document.")
+        envelope_ns = SOAP12_NS if self.soap12 else SOAP11_NS
+        if root.tag != f"{{{envelope_ns}}}Envelope":
+            if root.tag in (f"{{{SOAP11_NS}}}Envelope", f"{{{SOAP12_NS}}}Envelope"):
+                raise SoapFault(
+                    "Possible SOAP version mismatch: Envelope namespace was unexpected.",
+                    version_mismatch=True,
+                )
+            raise SoapFault("Server was unable to read request. ---> Root element is not a SOAP Envelope.")
+        body_el = root.find(f"{{{envelope_ns}}}Body")
+        if body_el is None:
+            raise SoapFault("Server was unable to read request. ---> The SOAP Body is missing.")
+        call = next((child for child in body_el if isinstance(child.tag, str)), None)
+        if call is None or call.tag != f"{{{WS_NS}}}RequestTransaction":
+            raise SoapFault("Server was unable to read request. ---> Unexpected element in the SOAP Body.")
+        request = SoapRequest(soap12=self.soap12)
+        for child in call:
+            if not isinstance(child.tag, str) or not child.tag.startswith(f"{{{WS_NS}}}"):
+                continue
+            name = child.tag[len(WS_NS) + 2 :]
+            if name in REQUEST_FIELDS:
+                request.fields[name] = child.text or ""
+        return request
+
+
+def _unreadable(exc: etree.XMLSyntaxError) -> SoapFault:
+    return SoapFault(f"Server was unable to read request. ---> There is an error in XML document: {exc.msg}")
 
 
 def dotnet_timestamp(epoch_ns: int | None = None) -> str:
@@ -184,10 +206,6 @@ def dotnet_timestamp(epoch_ns: int | None = None) -> str:
 def local_seconds(epoch: float) -> str:
     """Mexico City time without offset or fraction, as MYSuite writes EnrolledTimeStamp."""
     return datetime.fromtimestamp(int(epoch), MEXICO).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def utc_iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _element(name: str, value: str | None) -> str:
@@ -253,13 +271,14 @@ def render_response(
         parts.append("<Identifier>")
         parts.extend(_element(name, answer.identifier.get(name)) for name in DOC_ID_FIELDS)
         parts.append("</Identifier>")
-    parts.append("</Response><ResponseData>")
-    parts.append(_element("ResponseData1", answer.response_data1))
-    parts.append(_element("ResponseData2", answer.response_data2))
-    parts.append(_element("ResponseData3", answer.response_data3))
-    parts.append(
-        "</ResponseData></RequestTransactionResult></RequestTransactionResponse></soap:Body></soap:Envelope>"
-    )
+    parts.append("</Response>")
+    data = [
+        _element("ResponseData1", answer.response_data1),
+        _element("ResponseData2", answer.response_data2),
+        _element("ResponseData3", answer.response_data3),
+    ]
+    parts.append(f"<ResponseData>{''.join(data)}</ResponseData>" if any(data) else "<ResponseData />")
+    parts.append("</RequestTransactionResult></RequestTransactionResponse></soap:Body></soap:Envelope>")
     return "".join(parts).encode("utf-8")
 
 
@@ -310,7 +329,7 @@ def is_guid(value: str) -> bool:
 
 def load_transactions(wsdl: bytes) -> Sequence[str]:
     """The `Transactions` enumeration of the WSDL: the only values the Request echo may carry."""
-    root = etree.fromstring(wsdl, _PARSER)
+    root = etree.fromstring(wsdl, _safe_parser())
     xs = "http://www.w3.org/2001/XMLSchema"
     values = root.xpath(
         "//xs:simpleType[@name='Transactions']/xs:restriction/xs:enumeration/@value", namespaces={"xs": xs}

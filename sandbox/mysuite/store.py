@@ -23,7 +23,7 @@ STATUS_FAILED = 3
 
 @dataclass
 class IssuedDocument:
-    """A CFDI the simulator issued (or will issue once its async request finishes processing)."""
+    """A CFDI the simulator issued; an async one counts from `issued_at`, when its processing ends."""
 
     native: NativeDocument
     entity: str
@@ -32,8 +32,6 @@ class IssuedDocument:
     batch: str
     serial: str
     issued_at: float
-    visible_at: float
-    request_id: str | None = None
 
 
 @dataclass
@@ -188,12 +186,12 @@ class Store:
     def lookup_internal_id(self, entity: str, internal_id: str, now: float) -> list[IssuedDocument]:
         with self.lock:
             found = self.issued_by_internal_id.get((entity, internal_id), [])
-            return [doc for doc in found if doc.visible_at <= now]
+            return [doc for doc in found if doc.issued_at <= now]
 
     def lookup_serial(self, entity: str, batch: str, serial: str, now: float) -> IssuedDocument | None:
         with self.lock:
             found = self.issued_by_serial.get((entity, batch, serial), [])
-            visible = [doc for doc in found if doc.visible_at <= now]
+            visible = [doc for doc in found if doc.issued_at <= now]
             return visible[0] if visible else None
 
     def snapshot(self) -> dict[str, Any]:

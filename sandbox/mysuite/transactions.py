@@ -177,9 +177,7 @@ class Transactions:
         failure = self._failure_message(config, entity, internal_id)
         document = None
         if failure is None:
-            document = self._issue(
-                native, entity, issued_at=ready_at, visible_at=ready_at, request_id=request_id
-            )
+            document = self._issue(native, entity, issued_at=ready_at)
         accepted = AsyncRequest(
             request_id=request_id,
             entity=entity,
@@ -221,8 +219,6 @@ class Transactions:
         entity: str,
         *,
         issued_at: float,
-        visible_at: float,
-        request_id: str | None,
     ) -> IssuedDocument:
         serie = native.serie
         folio = self.store.allocate_folio(entity, serie, native.folio)
@@ -236,8 +232,6 @@ class Transactions:
             batch=serie,
             serial=folio,
             issued_at=issued_at,
-            visible_at=visible_at,
-            request_id=request_id,
         )
 
     # ASYNC_CONVERT_VERIFY
@@ -355,7 +349,7 @@ class Transactions:
         self.store.count_sync_call(native.numero_interno)
         entity = request.text("Entity")
         now = time.time()
-        document = self._issue(native, entity, issued_at=now, visible_at=now, request_id=None)
+        document = self._issue(native, entity, issued_at=now)
         self.store.add_issued(document)
         return _document_answer(document, formats)
 
