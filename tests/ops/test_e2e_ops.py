@@ -22,7 +22,7 @@ import redis
 from models import Store, make_engine
 from sandbox.app import build_app
 from sandbox.server import ServerThread
-from tests.e2e.test_pipeline import write_batch
+from tests.e2e.stack import write_batch
 from tests.harness import FINAL, ROOT, Worker, pipeline_env, sandbox_admin, wait_until
 from tests.ops.procs import AUTH, Samples, flower_service, metrics_service, scrape, select, value
 from worker.samples import native_xml
