@@ -202,6 +202,46 @@ def links(ref: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True)
+def providers(as_json: bool) -> None:
+    """Show paused providers: refused credentials (until resumed) or unreachable (being probed)."""
+    from worker.views import pause_view
+
+    with _store() as store:
+        rows = [pause_view(pause) for pause in store.provider_pauses()]
+    if as_json:
+        _emit(rows)
+        return
+    if not rows:
+        click.echo("no provider is paused")
+    for row in rows:
+        until = f" until {row['until']}" if row["until"] else " until resumed"
+        click.echo(f"{row['provider']}: paused ({row['kind']}) since {row['since']}{until}: {row['reason']}")
+
+
+@main.command()
+@click.argument("provider")
+def resume(provider: str) -> None:
+    """Let calls to PROVIDER start again (after fixing its credentials); its jobs go out at the next sweep."""
+    import logging
+
+    from providers import provider_names
+    from worker.operator import operator_actor
+
+    if provider not in provider_names():
+        _fail(f"unknown provider {provider!r}; known: {', '.join(provider_names())}")
+    with _store() as store:
+        lifted = store.resume_provider(provider)
+    if lifted is None:
+        click.echo(f"{provider} was not paused")
+        return
+    logging.getLogger("einvoice.operator").warning(
+        "provider=%s resumed by %s (was paused: %s)", provider, operator_actor(), lifted.kind
+    )
+    click.echo(f"{provider} resumed (was paused since {lifted.since.isoformat()}: {lifted.kind})")
+
+
+@main.command()
 def migrate() -> None:
     """Bring the database to the latest schema (same as `alembic upgrade head`)."""
     from worker.schema import upgrade
