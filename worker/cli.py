@@ -57,7 +57,7 @@ def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_
     from worker.views import job_status
 
     files = sorted(path.glob(pattern)) if path.is_dir() else [path]
-    if path.is_dir() and internal_id:
+    if path.is_dir() and internal_id is not None:
         _fail("--internal-id applies to a single file; files of a folder use their names")
     if not files:
         _fail(f"no files matching {pattern} in {path}")
@@ -70,7 +70,7 @@ def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_
         with Progress(disable=as_json or len(files) == 1, transient=False) as progress:
             bar = progress.add_task("submitting", total=len(files))
             for file in files:
-                key = internal_id or file.stem
+                key = file.stem if internal_id is None else internal_id
                 try:
                     outcome = enqueue(store, file.read_bytes(), key, provider=provider, policy=policy)
                     status = job_status(outcome.job)

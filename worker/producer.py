@@ -56,7 +56,9 @@ def check_internal_id(internal_id: str) -> str:
         raise InvalidInput("internal id is empty")
     if len(internal_id) > MAX_INTERNAL_ID:
         raise InvalidInput(f"internal id is {len(internal_id)} characters; the limit is {MAX_INTERNAL_ID}")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in internal_id):
+    # Cs: a lone surrogate cannot even be stored (no encoding has it); Cf: invisible format
+    # characters (bidi overrides) that make two ids look alike.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in internal_id):
         raise InvalidInput("internal id contains control characters")
     if internal_id != internal_id.strip():
         raise InvalidInput("internal id has leading or trailing spaces")
