@@ -227,7 +227,7 @@ def test_flaky_provider(fault_stack: FaultStack) -> None:
         injected_faults=faults,
         calls_in_slow_spells=timed_out,
     )
-    assert faults >= 100 and timed_out >= 10, "faults and timeouts were really injected"
+    assert faults >= 100 and timed_out >= 5, "faults and timeouts were really injected"
     assert row["recovery_s"] < RECOVERY_BOUND
 
 
