@@ -1,12 +1,25 @@
 """Jobs, payloads, events and artifacts; the state machine; the store that alone writes them."""
 
 from models.db import database_url, make_engine
-from models.schema import Artifact, Base, Event, Job, Payload
+from models.schema import Artifact, Base, Event, Job, Payload, ProviderPause
 from models.states import FINAL, TRANSITIONS, IllegalTransition, JobState, check_transition
-from models.store import AmbiguousJob, ErrorInfo, JobNotFound, Store, TransitionInfo, utcnow
+from models.store import (
+    AUTH_PAUSE,
+    OUTAGE_PAUSE,
+    AmbiguousJob,
+    ErrorInfo,
+    JobNotFound,
+    PauseInfo,
+    Step,
+    Store,
+    TransitionInfo,
+    utcnow,
+)
 
 __all__ = [
+    "AUTH_PAUSE",
     "FINAL",
+    "OUTAGE_PAUSE",
     "TRANSITIONS",
     "AmbiguousJob",
     "Artifact",
@@ -17,7 +30,10 @@ __all__ = [
     "Job",
     "JobNotFound",
     "JobState",
+    "PauseInfo",
     "Payload",
+    "ProviderPause",
+    "Step",
     "Store",
     "TransitionInfo",
     "check_transition",

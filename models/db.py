@@ -18,9 +18,11 @@ def home_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def database_url(environ: Mapping[str, str] | None = None) -> str:
-    """`DATABASE_URL`, or a SQLite file in the home folder so that nothing needs a server."""
+    """`DATABASE_URL` (or the file named by `DATABASE_URL_FILE`, for a URL carrying a password),
+    or a SQLite file in the home folder so that nothing needs a server."""
     env = os.environ if environ is None else environ
-    url = env.get("DATABASE_URL")
+    secret = env.get("DATABASE_URL_FILE")
+    url = Path(secret).read_text(encoding="utf-8").strip() if secret else env.get("DATABASE_URL")
     if url:
         return normalize_url(url)
     return f"sqlite:///{home_dir(env) / 'einvoice.db'}"

@@ -107,6 +107,25 @@ class Event(Base):
     message: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class ProviderPause(Base):
+    """A provider nobody may call for now, shared by every worker through the database.
+
+    `auth`: the provider refused our credentials; calling again could lock the account, so the pause
+    lasts until an operator resumes it (`until` is NULL). `outage`: the provider kept failing; one
+    probe is let through whenever `until` passes, and its success ends the pause.
+    """
+
+    __tablename__ = "provider_pauses"
+
+    provider: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    since: Mapped[datetime] = mapped_column(Timestamp())
+    until: Mapped[datetime | None] = mapped_column(Timestamp())
+    probes: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp())
+
+
 class Artifact(Base):
     """A file archived from the provider (XML, PDF, answer), so a copy outlives the provider's links."""
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import statistics
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import is_sqlite
-from models.schema import Artifact, Event, Job, Payload
+from models.schema import Artifact, Event, Job, Payload, ProviderPause
 from models.states import ACTIVE, JobState, check_transition
 
 
@@ -54,7 +54,42 @@ class TransitionInfo:
     polls: int
 
 
+@dataclass(frozen=True)
+class Step:
+    """One transition of a chain committed at once (see `Store.transition_chain`)."""
+
+    to_state: JobState
+    message: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
 TransitionObserver = Callable[[TransitionInfo], None]
+
+
+AUTH_PAUSE = "auth"
+OUTAGE_PAUSE = "outage"
+
+
+@dataclass(frozen=True)
+class PauseInfo:
+    """A provider pause as callers see it (see `models.schema.ProviderPause`)."""
+
+    provider: str
+    kind: str
+    reason: str
+    since: datetime
+    until: datetime | None
+    probes: int
+
+    def blocks(self, now: datetime, *, probe: bool = False) -> bool:
+        """Whether a call to the provider must not be made now.
+
+        An auth pause blocks everything. An outage pause blocks until `until`, except the one
+        probe the sweep lets through; once `until` has passed, whoever comes first is the probe.
+        """
+        if self.kind == AUTH_PAUSE:
+            return True
+        return not probe and self.until is not None and self.until > now
 
 
 class JobNotFound(LookupError):
@@ -305,6 +340,67 @@ class Store:
         self._notify(TransitionInfo(row.provider, from_state.value, to_state.value, row.created_at, row.polls))
         return True
 
+    def transition_chain(
+        self,
+        job_id: str,
+        from_state: JobState,
+        steps: Sequence[Step],
+        *,
+        actor: str,
+        attempt: int | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> bool:
+        """Several transitions in one database transaction, or none; False if the job left `from_state`.
+
+        A synchronous provider answers the submit with the finished document: recording
+        queued -> submitted -> issued -> retrieved one commit at a time would leave, after a crash
+        in between, a job waiting for a step that cannot be taken (there is nothing to poll).
+        """
+        current: JobState = from_state
+        for step in steps:
+            check_transition(current, step.to_state)
+            current = step.to_state
+        now = utcnow()
+        values: dict[str, Any] = {
+            "state": current.value,
+            "state_changed_at": now,
+            "updated_at": now,
+            "lease_until": None,
+            "next_attempt_at": next_attempt_at,
+        }
+        for step in steps:
+            values.update(step.fields)
+        with self.session() as session:
+            row = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == from_state.value)
+                .values(**values)
+                .returning(Job.provider, Job.created_at, Job.polls)
+                .execution_options(synchronize_session=False)
+            ).first()
+            if row is None:
+                return False
+            previous = from_state
+            for step in steps:
+                session.add(
+                    Event(
+                        job_id=job_id,
+                        at=now,
+                        kind="transition",
+                        from_state=previous.value,
+                        to_state=step.to_state.value,
+                        actor=actor,
+                        attempt=attempt,
+                        message=step.message,
+                    )
+                )
+                previous = step.to_state
+        previous = from_state
+        for step in steps:
+            self._notify(TransitionInfo(row.provider, previous.value, step.to_state.value, row.created_at, row.polls))
+            previous = step.to_state
+        return True
+
     def record_error(
         self,
         job_id: str,
@@ -362,11 +458,15 @@ class Store:
             return int(session.scalar(sa.select(Job.attempts).where(Job.id == job_id)) or 0)
 
     def record_poll(self, job_id: str, next_attempt_at: datetime | None) -> bool:
-        """A verify that found the document still pending: count the poll, schedule the next one."""
+        """A verify that found the document still pending: count the poll, schedule the next one.
+
+        A readable answer ends any streak of failed calls, so `attempts` starts again from zero and
+        the next error backs off from the base delay.
+        """
         return self._update_in_state(
             job_id,
             JobState.SUBMITTED,
-            {"polls": Job.polls + 1, "lease_until": None, "next_attempt_at": next_attempt_at},
+            {"polls": Job.polls + 1, "attempts": 0, "lease_until": None, "next_attempt_at": next_attempt_at},
         )
 
     def record_links(
@@ -443,26 +543,33 @@ class Store:
 
     # ------------------------------------------------------------------ sweeps
 
-    def take_due(self, *, limit: int, redispatch_after: timedelta) -> list[tuple[str, JobState]]:
+    def take_due(
+        self, *, limit: int, redispatch_after: timedelta, provider: str | None = None
+    ) -> list[tuple[str, JobState]]:
         """Claim up to `limit` jobs whose next step is due and push their schedule `redispatch_after` on.
 
         `FOR UPDATE SKIP LOCKED` lets several beat sweeps (or a sweep and a CLI) run at once without
         taking the same rows. The pushed schedule means a job dispatched now is not dispatched again
-        by the next sweep unless its message was lost.
+        by the next sweep unless its message was lost. Jobs of paused providers are left alone
+        (they stay due and go out once the pause ends), unless `provider` names one explicitly:
+        that is how the sweep picks the probe of an outage.
         """
         now = utcnow()
-        query = (
-            sa.select(Job.id, Job.state)
-            .where(
-                Job.state.in_([s.value for s in ACTIVE]),
-                Job.next_attempt_at <= now,
-                sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
+        conditions = [
+            Job.state.in_([s.value for s in ACTIVE]),
+            Job.next_attempt_at <= now,
+            sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
+        ]
+        if provider is not None:
+            conditions.append(Job.provider == provider)
+        else:
+            blocked = sa.select(ProviderPause.provider).where(
+                sa.or_(ProviderPause.until.is_(None), ProviderPause.until > now)
             )
-            .order_by(Job.next_attempt_at)
-            .limit(limit)
-        )
+            conditions.append(Job.provider.not_in(blocked))
+        query = sa.select(Job.id, Job.state).where(*conditions).order_by(Job.next_attempt_at).limit(limit)
         if self._skip_locked:
-            query = query.with_for_update(skip_locked=True)
+            query = query.with_for_update(of=Job, skip_locked=True)
         with self.session() as session:
             rows = session.execute(query).all()
             if not rows:
@@ -474,6 +581,110 @@ class Store:
                 .execution_options(synchronize_session=False)
             )
         return [(row.id, JobState(row.state)) for row in rows]
+
+    # ---------------------------------------------------------- provider pauses
+
+    def provider_pauses(self) -> list[PauseInfo]:
+        with self.session() as session:
+            rows = session.scalars(sa.select(ProviderPause).order_by(ProviderPause.provider)).all()
+            return [_pause_info(row) for row in rows]
+
+    def provider_pause(self, provider: str) -> PauseInfo | None:
+        with self.session() as session:
+            row = session.get(ProviderPause, provider)
+            return _pause_info(row) if row is not None else None
+
+    def pause_for_auth(self, provider: str, reason: str) -> bool:
+        """Stop every call to `provider` until an operator resumes it; True if it was not so paused yet.
+
+        An auth pause replaces an outage pause: a provider that refuses our credentials is up.
+        """
+        if self._insert_pause(provider, AUTH_PAUSE, reason, None):
+            return True
+        now = utcnow()
+        with self.session() as session:
+            result = session.execute(
+                sa.update(ProviderPause)
+                .where(ProviderPause.provider == provider, ProviderPause.kind != AUTH_PAUSE)
+                .values(kind=AUTH_PAUSE, reason=reason, since=now, until=None, probes=0, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return _rowcount(result) == 1
+
+    def pause_for_outage(self, provider: str, reason: str, until: datetime) -> bool:
+        """Enter contingency for `provider` unless it is paused already; True if this call paused it."""
+        return self._insert_pause(provider, OUTAGE_PAUSE, reason, until)
+
+    def _insert_pause(self, provider: str, kind: str, reason: str, until: datetime | None) -> bool:
+        now = utcnow()
+        try:
+            with self.session() as session:
+                session.add(
+                    ProviderPause(
+                        provider=provider, kind=kind, reason=reason, since=now, until=until, probes=0, updated_at=now
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def claim_probe(self, provider: str, base: timedelta, cap: timedelta) -> bool:
+        """Take the right to send one probe to a provider in outage whose wait is over.
+
+        The wait is pushed on at once (compare-and-set on `until`), so concurrent sweeps and tasks
+        see the provider blocked again while the probe is out.
+        """
+        now = utcnow()
+        with self.session() as session:
+            row = session.execute(
+                sa.select(ProviderPause.probes).where(
+                    ProviderPause.provider == provider,
+                    ProviderPause.kind == OUTAGE_PAUSE,
+                    ProviderPause.until <= now,
+                )
+            ).first()
+            if row is None:
+                return False
+            result = session.execute(
+                sa.update(ProviderPause)
+                .where(
+                    ProviderPause.provider == provider,
+                    ProviderPause.kind == OUTAGE_PAUSE,
+                    ProviderPause.until <= now,
+                )
+                .values(until=now + _probe_wait(base, cap, row.probes), updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return _rowcount(result) == 1
+
+    def probe_failed(self, provider: str, base: timedelta, cap: timedelta) -> None:
+        """Wait longer before the next probe: the wait doubles with every failed probe, up to `cap`."""
+        now = utcnow()
+        with self.session() as session:
+            row = session.get(ProviderPause, provider)
+            if row is None or row.kind != OUTAGE_PAUSE:
+                return
+            row.probes += 1
+            row.until = now + _probe_wait(base, cap, row.probes)
+            row.updated_at = now
+
+    def end_outage(self, provider: str) -> bool:
+        """The provider answered again: lift its outage pause (never an auth pause)."""
+        with self.session() as session:
+            result = session.execute(
+                sa.delete(ProviderPause).where(ProviderPause.provider == provider, ProviderPause.kind == OUTAGE_PAUSE)
+            )
+            return _rowcount(result) == 1
+
+    def resume_provider(self, provider: str) -> PauseInfo | None:
+        """An operator lifts whatever pause `provider` has; returns the pause that was lifted."""
+        with self.session() as session:
+            row = session.get(ProviderPause, provider)
+            if row is None:
+                return None
+            info = _pause_info(row)
+            session.delete(row)
+            return info
 
     # ----------------------------------------------------------- observability
 
@@ -586,6 +797,15 @@ def _seconds_since(now: datetime, then: datetime) -> float:
     if then.tzinfo is None:
         then = then.replace(tzinfo=UTC)
     return (now - then).total_seconds()
+
+
+def _pause_info(row: ProviderPause) -> PauseInfo:
+    return PauseInfo(row.provider, row.kind, row.reason, row.since, row.until, row.probes)
+
+
+def _probe_wait(base: timedelta, cap: timedelta, probes: int) -> timedelta:
+    wait: timedelta = base * (2 ** min(probes, 20))
+    return min(cap, wait)
 
 
 def _rowcount(result: Any) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from models import Job
-from providers.base import Provider
+from providers.base import Provider, TransientError
 
 EXTENSIONS = {"xml": "xml", "pdf": "pdf", "respuesta": "xml"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -66,9 +67,36 @@ def download(root: Path, job: Job, kind: str, url: str, provider: Provider) -> A
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     result = provider.download(url, tmp)
+    try:
+        check_intact(tmp, result.content_type)
+    except TransientError:
+        tmp.unlink(missing_ok=True)
+        raise
     final = dest.with_suffix("." + _extension(kind, result.content_type))
     os.replace(tmp, final)
     return Archived(kind, final, result.sha256, result.size, result.content_type)
+
+
+def check_intact(path: Path, content_type: str) -> None:
+    """Refuse a download that arrived whole at the HTTP level but is not a whole file.
+
+    A proxy or a failing server can answer 200 with a cut or garbled body; archiving it would keep
+    a broken copy as the only one once the links expire. ZIP members carry CRCs and a PDF ends with
+    %%EOF, so both are checked; a failure is transient and the download is tried again.
+    """
+    if content_type == "application/zip":
+        try:
+            with zipfile.ZipFile(path) as bundle:
+                damaged = bundle.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            damaged = "archive"
+        if damaged is not None:
+            raise TransientError("downloaded ZIP is damaged")
+    elif content_type == "application/pdf":
+        with path.open("rb") as pdf:
+            pdf.seek(max(0, path.stat().st_size - 1024))
+            if b"%%EOF" not in pdf.read():
+                raise TransientError("downloaded PDF is cut short")
 
 
 def _extension(kind: str, content_type: str) -> str:

@@ -6,11 +6,17 @@ another worker, returns without doing anything: every message may be delivered t
 
 Only job ids travel through the broker. Waits longer than a few minutes are kept in the database
 (`next_attempt_at`) and turned into messages by the sweep, never held as broker countdowns.
+
+A provider that refuses our credentials, or keeps failing, is paused for every worker at once (a row
+in `provider_pauses`): steps check the pause before calling and leave their job where it is, and
+the sweep stops dispatching that provider's jobs. Credentials refused: until an operator resumes
+it. Provider down (contingency): one probe per wait, and the first success lets everything go out.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +24,7 @@ from typing import Any
 
 from celery import shared_task
 
-from models import ErrorInfo, Job, JobState, utcnow
+from models import OUTAGE_PAUSE, ErrorInfo, Job, JobState, PauseInfo, Step, utcnow
 from providers import get_provider
 from providers.base import (
     AuthError,
@@ -27,6 +33,7 @@ from providers.base import (
     Provider,
     ProviderError,
     RateLimitedError,
+    TransientError,
     VerifyStatus,
 )
 from tasks import archive
@@ -55,13 +62,22 @@ def _log(job: Job, message: str, *args: Any, level: int = logging.INFO) -> None:
     log.log(level, "job=%s internal_id=%s provider=%s " + message, job.id, job.internal_id, job.provider, *args)
 
 
-def dispatch(job_id: str, state: JobState, delay: float = 0.0) -> None:
-    """Publish the step for a job in `state`; only the id travels, and never with a long countdown."""
+def dispatch(job_id: str, state: JobState, delay: float = 0.0, *, probe: bool = False) -> None:
+    """Publish the step for a job in `state`; only the id travels, and never with a long countdown.
+
+    `probe` marks the one message allowed through a provider's outage pause.
+    """
     from celery import current_app
 
     task = STEP_FOR_STATE[state]
     countdown = max(0.0, min(delay, policy().max_countdown_seconds))
-    current_app.send_task(task, args=[job_id], queue=QUEUE_FOR_TASK[task], countdown=countdown or None)
+    current_app.send_task(
+        task,
+        args=[job_id],
+        kwargs={"probe": True} if probe else None,
+        queue=QUEUE_FOR_TASK[task],
+        countdown=countdown or None,
+    )
 
 
 def _schedule(job_id: str, state: JobState, delay: float, pol: Policy) -> datetime:
@@ -81,25 +97,91 @@ def _publish_if_short(job_id: str, state: JobState, delay: float, pol: Policy) -
         dispatch(job_id, state, delay)
 
 
+# Consecutive failed calls per provider in this process; any answer from the provider resets it.
+_failures: dict[str, int] = {}
+_failures_lock = threading.Lock()
+
+
+def _gate(job: Job, state: JobState, probe: bool) -> tuple[bool, PauseInfo | None]:
+    """Check the provider's pause before calling it: (may call now, the pause the call goes through).
+
+    A blocked job keeps its state and gets an error event; it stays due, so the sweep sends it
+    as soon as the pause ends. A call that goes through an outage pause is its probe.
+    """
+    st = store()
+    pause = st.provider_pause(job.provider)
+    if pause is None or not pause.blocks(utcnow(), probe=probe):
+        return True, pause
+    info = ErrorInfo("paused", f"not sent: provider {job.provider} is paused ({pause.kind}): {pause.reason}")
+    st.record_error(job.id, state, info, actor=ACTOR, attempt=job.attempts, next_attempt_at=utcnow())
+    _log(job, "not sent: provider paused (%s)", pause.kind, level=logging.WARNING)
+    return False, pause
+
+
+def _provider_answered(provider: str, pause: PauseInfo | None) -> None:
+    """The provider answered (even with a refusal): it is up, so any contingency for it ends."""
+    with _failures_lock:
+        _failures[provider] = 0
+    if pause is not None and pause.kind == OUTAGE_PAUSE and store().end_outage(provider):
+        log.warning("provider=%s answers again; contingency over, pending jobs go out now", provider)
+
+
+def _provider_failed(provider: str, pause: PauseInfo | None, exc: ProviderError, pol: Policy) -> None:
+    """Count a failed call; enough in a row pause the provider for everyone (contingency)."""
+    st = store()
+    base = timedelta(seconds=pol.outage_probe_seconds)
+    cap = timedelta(seconds=pol.outage_probe_cap_seconds)
+    if pause is not None and pause.kind == OUTAGE_PAUSE:
+        st.probe_failed(provider, base, cap)  # only a probe gets through an outage pause
+        return
+    with _failures_lock:
+        failures = _failures[provider] = _failures.get(provider, 0) + 1
+    if failures < pol.outage_after_failures:
+        return
+    reason = f"{failures} consecutive failed calls; last: {exc.message}"
+    if st.pause_for_outage(provider, reason[:300], utcnow() + base):
+        log.error(
+            "provider=%s unreachable (%d consecutive failed calls); contingency: calls paused, "
+            "one probe every %.0f-%.0fs until it answers",
+            provider,
+            failures,
+            pol.outage_probe_seconds,
+            pol.outage_probe_cap_seconds,
+        )
+
+
 def _error_info(exc: ProviderError) -> ErrorInfo:
     return ErrorInfo(error_class=exc.error_class.value, message=str(exc), code=exc.code)
 
 
-def _handle_error(job: Job, state: JobState, exc: ProviderError, attempt: int, pol: Policy) -> str:
-    """Permanent errors fail the job; everything else waits and tries again, until the deadline."""
+def _handle_error(
+    job: Job, state: JobState, exc: ProviderError, attempt: int, pol: Policy, pause: PauseInfo | None
+) -> str:
+    """Permanent errors fail the job; auth pauses the provider; the rest waits and tries again.
+
+    A transient failure of a submit leaves it unknown whether the provider acted on it, so the
+    resend waits at least `resend_after_seconds`: by then the first request has surely finished
+    and the provider's idempotency check (or our lookup before a synchronous resend) sees it.
+    """
     st = store()
     info = _error_info(exc)
     now = utcnow()
+    if isinstance(exc, AuthError):
+        return _auth_refused(job, state, exc, attempt)
+    if isinstance(exc, TransientError):
+        _provider_failed(job.provider, pause, exc, pol)
+    elif not isinstance(exc, RateLimitedError):
+        _provider_answered(job.provider, pause)
     if isinstance(exc, PermanentError) and state in (JobState.QUEUED, JobState.SUBMITTED):
         st.transition(job.id, state, JobState.FAILED, actor=ACTOR, attempt=attempt, error=info)
         _log(job, "failed: %s", exc.error_class.value, level=logging.WARNING)
         return "failed"
-    if isinstance(exc, AuthError):
-        delay = pol.auth_pause_seconds
-    elif isinstance(exc, RateLimitedError):
+    if isinstance(exc, RateLimitedError):
         delay = max(pol.rate_limited_min_seconds, retry_delay(pol, attempt, exc.retry_after))
     else:
         delay = retry_delay(pol, attempt, exc.retry_after)
+    if state is JobState.QUEUED and isinstance(exc, TransientError):
+        delay = max(delay, pol.resend_after_seconds)
     if state in (JobState.QUEUED, JobState.SUBMITTED) and job.deadline_at and at(now, delay) > job.deadline_at:
         st.transition(
             job.id,
@@ -125,6 +207,28 @@ def _handle_error(job: Job, state: JobState, exc: ProviderError, attempt: int, p
     return exc.error_class.value
 
 
+def _auth_refused(job: Job, state: JobState, exc: AuthError, attempt: int) -> str:
+    """Credentials refused: pause the provider for every worker and alert; never retry blindly.
+
+    Some providers lock an account after a few bad logins, so nothing calls the provider again
+    until an operator has fixed the credentials and run `einvoice resume PROVIDER`. The job keeps
+    its state (with an error event) and goes out after the resume.
+    """
+    st = store()
+    newly = st.pause_for_auth(job.provider, f"credentials refused: {exc}"[:300])
+    st.record_error(job.id, state, _error_info(exc), actor=ACTOR, attempt=attempt, next_attempt_at=utcnow())
+    log.error(
+        "provider=%s refused our credentials (job=%s internal_id=%s: %s); %s until `einvoice resume %s`",
+        job.provider,
+        job.id,
+        job.internal_id,
+        exc.message,
+        "every call to it is now paused" if newly else "it stays paused",
+        job.provider,
+    )
+    return "auth"
+
+
 def _expire_if_overdue(job: Job, state: JobState) -> bool:
     if job.deadline_at is not None and utcnow() > job.deadline_at:
         return store().transition(
@@ -141,6 +245,15 @@ def _document_fields(doc: DocumentIds | None) -> dict[str, Any]:
     if doc is None:
         return {}
     return {"doc_guid": doc.guid, "doc_year": doc.year, "doc_batch": doc.batch, "doc_serial": doc.serial}
+
+
+def _with_document(job: Job, doc: DocumentIds) -> Job:
+    """A detached copy of the job carrying the fiscal ids, so archived files are named by them
+    even when they are written before the transition that stores the ids."""
+    copy = Job(**{column.key: getattr(job, column.key) for column in Job.__table__.columns})
+    for name, value in _document_fields(doc).items():
+        setattr(copy, name, value)
+    return copy
 
 
 def _archive_files(job: Job, files: Mapping[str, bytes], pol: Policy) -> None:
@@ -172,7 +285,7 @@ def _links_next_refresh(job: Job, expires_at: datetime | None, pol: Policy) -> d
 
 
 @shared_task(name=SUBMIT, acks_late=True, ignore_result=True)
-def submit(job_id: str) -> str:
+def submit(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
     job = st.get(job_id)
     job = st.claim(job_id, JobState.QUEUED, pol.lease_for(job.size_bytes))  # type: ignore[assignment]
@@ -180,12 +293,16 @@ def submit(job_id: str) -> str:
         return "skipped"
     if _expire_if_overdue(job, JobState.QUEUED):
         return "expired"
+    allowed, pause = _gate(job, JobState.QUEUED, probe)
+    if not allowed:
+        return "paused"
     provider = get_provider(job.provider)
     attempt = st.record_attempt(job.id, JobState.QUEUED)
     try:
         result = provider.submit(st.payload(job.id), job.internal_id, attempt=attempt)
     except ProviderError as exc:
-        return _handle_error(job, JobState.QUEUED, exc, attempt, pol)
+        return _handle_error(job, JobState.QUEUED, exc, attempt, pol, pause)
+    _provider_answered(job.provider, pause)
     now = utcnow()
     message = (
         f"provider already had this document; adopted request {result.request_id}"
@@ -195,17 +312,9 @@ def submit(job_id: str) -> str:
     fields = {"provider_request_id": result.request_id, "adopted": result.adopted, "submitted_at": now}
     if result.issued is not None:
         # Synchronous service: the answer is the finished document.
-        if not st.transition(
-            job.id,
-            JobState.QUEUED,
-            JobState.SUBMITTED,
-            actor=ACTOR,
-            attempt=attempt,
-            message=message,
-            fields=fields,
-        ):
-            return "lost-race"
-        return _issue(st.get(job.id), result.issued, result.files, pol, polls=0)
+        return _issue(
+            job, JobState.QUEUED, result.issued, result.files, pol, [Step(JobState.SUBMITTED, message, fields)], 0
+        )
     delay = first_poll_delay(pol, job.size_bytes, st.seconds_per_byte(job.provider))
     next_at = _schedule(job.id, JobState.SUBMITTED, delay, pol)
     if not st.transition(
@@ -224,33 +333,39 @@ def submit(job_id: str) -> str:
     return "submitted"
 
 
-def _issue(job: Job, doc: DocumentIds, files: Mapping[str, bytes], pol: Policy, polls: int) -> str:
-    """submitted -> issued, archive what came inline, then retrieve (or finish when nothing is left)."""
+def _issue(
+    job: Job,
+    from_state: JobState,
+    doc: DocumentIds,
+    files: Mapping[str, bytes],
+    pol: Policy,
+    lead: list[Step],
+    polls: int,
+) -> str:
+    """Record an issued document: archive what came inline, then commit every transition at once.
+
+    The files are written first (under the step's lease, idempotently), so a crash leaves either
+    the old state, which the step redoes, or the final one; never an `issued` job whose files only
+    the lost answer had. With both files inline there is nothing left to retrieve.
+    """
     st = store()
-    now = utcnow()
-    fields = {**_document_fields(doc), "issued_at": now, "polls": polls}
-    next_at = _schedule(job.id, JobState.ISSUED, 0.0, pol)
-    if not st.transition(
-        job.id,
-        JobState.SUBMITTED,
-        JobState.ISSUED,
-        actor=ACTOR,
-        fields=fields,
-        next_attempt_at=next_at,
-        message=f"issued as {doc.guid or 'document'}",
-    ):
-        return "lost-race"
-    job = st.get(job.id)
     if files:
-        _archive_files(job, files, pol)
-    if files and {"xml", "pdf"} <= set(files):
-        st.transition(
-            job.id,
+        _archive_files(_with_document(job, doc), files, pol)
+    steps = [
+        *lead,
+        Step(
             JobState.ISSUED,
-            JobState.RETRIEVED,
-            actor=ACTOR,
-            message="files received inline and archived",
-        )
+            f"issued as {doc.guid or 'document'}",
+            {**_document_fields(doc), "issued_at": utcnow(), "polls": polls},
+        ),
+    ]
+    complete = bool(files) and {"xml", "pdf"} <= set(files)
+    if complete:
+        steps.append(Step(JobState.RETRIEVED, "files received inline and archived"))
+    next_at = None if complete else _schedule(job.id, JobState.ISSUED, 0.0, pol)
+    if not st.transition_chain(job.id, from_state, steps, actor=ACTOR, next_attempt_at=next_at):
+        return "lost-race"
+    if complete:
         _log(job, "issued and retrieved inline")
         return "retrieved"
     dispatch(job.id, JobState.ISSUED)
@@ -259,19 +374,24 @@ def _issue(job: Job, doc: DocumentIds, files: Mapping[str, bytes], pol: Policy, 
 
 
 @shared_task(name=VERIFY, acks_late=True, ignore_result=True)
-def verify(job_id: str) -> str:
+def verify(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
     job = st.claim(job_id, JobState.SUBMITTED, pol.lease_for(0))
     if job is None:
         return "skipped"
     if _expire_if_overdue(job, JobState.SUBMITTED):
         return "expired"
+    allowed, pause = _gate(job, JobState.SUBMITTED, probe)
+    if not allowed:
+        return "paused"
     provider = get_provider(job.provider)
     assert job.provider_request_id is not None
     try:
         result = provider.verify(job.provider_request_id)
     except ProviderError as exc:
-        return _handle_error(job, JobState.SUBMITTED, exc, job.polls + 1, pol)
+        # `attempts` counts failed calls since the last readable answer, so the backoff grows.
+        return _handle_error(job, JobState.SUBMITTED, exc, st.record_attempt(job.id, JobState.SUBMITTED), pol, pause)
+    _provider_answered(job.provider, pause)
     polls = job.polls + 1
     if result.status is VerifyStatus.PENDING:
         delay = next_poll_delay(pol, job.size_bytes, st.seconds_per_byte(job.provider), polls)
@@ -286,15 +406,29 @@ def verify(job_id: str) -> str:
         st.transition(job.id, JobState.SUBMITTED, JobState.FAILED, actor=ACTOR, error=info, fields={"polls": polls})
         _log(job, "rejected by the provider", level=logging.WARNING)
         return "failed"
-    return _issue(job, result.document or DocumentIds(), result.files, pol, polls=polls)
+    return _issue(job, JobState.SUBMITTED, result.document or DocumentIds(), result.files, pol, [], polls)
 
 
 @shared_task(name=RETRIEVE, acks_late=True, ignore_result=True)
-def retrieve(job_id: str) -> str:
+def retrieve(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
     job = st.claim(job_id, JobState.ISSUED, pol.lease_for(job_size(job_id)))
     if job is None:
         return "skipped"
+    if {"xml", "pdf"} <= {artifact.kind for artifact in st.artifacts(job.id)}:
+        # A previous run archived both files and died before recording it: nothing to fetch again.
+        st.transition(
+            job.id,
+            JobState.ISSUED,
+            JobState.RETRIEVED,
+            actor=ACTOR,
+            next_attempt_at=_links_next_refresh(job, job.links_expires_at, pol),
+            message="files already archived",
+        )
+        return "retrieved"
+    allowed, pause = _gate(job, JobState.ISSUED, probe)
+    if not allowed:
+        return "paused"
     provider = get_provider(job.provider)
     attempt = st.record_attempt(job.id, JobState.ISSUED)
     try:
@@ -313,7 +447,8 @@ def retrieve(job_id: str) -> str:
         if result.files:
             _archive_files(job, result.files, pol)
     except ProviderError as exc:
-        return _handle_error(job, JobState.ISSUED, exc, attempt, pol)
+        return _handle_error(job, JobState.ISSUED, exc, attempt, pol, pause)
+    _provider_answered(job.provider, pause)
     expiry = result.expires_at.isoformat() if result.expires_at else "none"
     st.transition(
         job.id,
@@ -347,17 +482,21 @@ def _archive_links(job: Job, links: Mapping[str, str], provider: Provider, pol: 
 
 
 @shared_task(name=REFRESH, acks_late=True, ignore_result=True)
-def refresh_links(job_id: str, actor: str = ACTOR) -> str:
+def refresh_links(job_id: str, actor: str = ACTOR, probe: bool = False) -> str:
     """Ask for new links before the old ones expire (each provider call issues fresh ones)."""
     pol, st = policy(), store()
     job = st.claim(job_id, JobState.RETRIEVED, pol.lease_for(0))
     if job is None:
         return "skipped"
+    allowed, pause = _gate(job, JobState.RETRIEVED, probe)
+    if not allowed:
+        return "paused"
     provider = get_provider(job.provider)
     try:
         result = provider.retrieve(job.provider_request_id or job.id)
     except ProviderError as exc:
-        return _handle_error(job, JobState.RETRIEVED, exc, 1, pol)
+        return _handle_error(job, JobState.RETRIEVED, exc, st.record_attempt(job.id, JobState.RETRIEVED), pol, pause)
+    _provider_answered(job.provider, pause)
     st.record_links(
         job.id,
         JobState.RETRIEVED,
@@ -373,11 +512,26 @@ def refresh_links(job_id: str, actor: str = ACTOR) -> str:
 
 @shared_task(name="einvoice.sweep", ignore_result=True)
 def sweep() -> int:
-    """Dispatch every job whose next step is due: polls, retries, lost messages, links to refresh."""
+    """Dispatch every job whose next step is due: polls, retries, lost messages, links to refresh.
+
+    Jobs of paused providers stay where they are; for a provider in outage whose wait is over,
+    one due job goes out as the probe.
+    """
     pol, st = policy(), store()
     total = 0
+    redispatch = timedelta(seconds=pol.redispatch_seconds)
+    now = utcnow()
+    for pause in st.provider_pauses():
+        if pause.kind != OUTAGE_PAUSE or (pause.until is not None and pause.until > now):
+            continue
+        base = timedelta(seconds=pol.outage_probe_seconds)
+        cap = timedelta(seconds=pol.outage_probe_cap_seconds)
+        if st.claim_probe(pause.provider, base, cap):
+            for job_id, state in st.take_due(limit=1, redispatch_after=redispatch, provider=pause.provider):
+                dispatch(job_id, state, probe=True)
+                total += 1
     while True:
-        due = st.take_due(limit=pol.sweep_batch, redispatch_after=timedelta(seconds=pol.redispatch_seconds))
+        due = st.take_due(limit=pol.sweep_batch, redispatch_after=redispatch)
         for job_id, state in due:
             dispatch(job_id, state)
         total += len(due)

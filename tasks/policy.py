@@ -27,7 +27,14 @@ class Policy:
     retry_base_seconds: float = 2.0
     retry_cap_seconds: float = 300.0
     rate_limited_min_seconds: float = 5.0
-    auth_pause_seconds: float = 900.0
+    # A submit that failed without a clear answer may still be running at the provider; resending
+    # before the provider's own request timeout (IIS: 110 s) could race it on a non-idempotent call.
+    resend_after_seconds: float = 120.0
+    # Contingency: after this many consecutive failed calls the provider is paused for everyone,
+    # and one probe goes out per wait (doubling from the base up to the cap) until one succeeds.
+    outage_after_failures: int = 6
+    outage_probe_seconds: float = 5.0
+    outage_probe_cap_seconds: float = 60.0
     # No final answer from the provider within this long after acceptance: `expired`.
     deadline_seconds: float = 48 * 3600.0
     # Leases: how long a step may hold a job before the sweep assumes its worker died.

@@ -41,9 +41,12 @@ def _transport_options(s: Settings) -> dict[str, Any]:
             "control_folder": str(s.broker_folder / "control"),
             "store_processed": False,
         }
-    # Never longer than our longest countdown's redelivery window matters: countdowns are capped at
-    # a few minutes and long waits live in the database, so the default hour is safe.
-    return {"visibility_timeout": 3600}
+    # No ack emulation: the database sweep, not Redis, brings back the work of a dead worker (after
+    # its lease), so Redis's unacked bookkeeping only adds visibility-timeout redeliveries. It also
+    # crashed the worker when Redis went away: on connection loss kombu 5.7 restores unacked
+    # messages through a connection it has already dropped (AttributeError, not a connection
+    # error), and the worker exits with "Unrecoverable error" instead of reconnecting.
+    return {"ack_emulation": False}
 
 
 app = Celery("einvoice", broker=settings.broker_url, include=["tasks.pipeline"])

@@ -63,7 +63,7 @@ def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_
     from worker.views import job_status
 
     files = sorted(path.glob(pattern)) if path.is_dir() else [path]
-    if path.is_dir() and internal_id:
+    if path.is_dir() and internal_id is not None:
         _fail("--internal-id applies to a single file; files of a folder use their names")
     if not files:
         _fail(f"no files matching {pattern} in {path}")
@@ -76,7 +76,7 @@ def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_
         with Progress(disable=as_json or len(files) == 1, transient=False) as progress:
             bar = progress.add_task("submitting", total=len(files))
             for file in files:
-                key = internal_id or file.stem
+                key = file.stem if internal_id is None else internal_id
                 try:
                     outcome = enqueue(store, file.read_bytes(), key, provider=provider, policy=policy)
                     status = job_status(outcome.job)
@@ -205,6 +205,46 @@ def links(ref: str, as_json: bool) -> None:
         _emit(data)
     else:
         click.echo(f"xml: {data['xml']}\npdf: {data['pdf']}\nexpires at: {data['expires_at']}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def providers(as_json: bool) -> None:
+    """Show paused providers: refused credentials (until resumed) or unreachable (being probed)."""
+    from worker.views import pause_view
+
+    with _store() as store:
+        rows = [pause_view(pause) for pause in store.provider_pauses()]
+    if as_json:
+        _emit(rows)
+        return
+    if not rows:
+        click.echo("no provider is paused")
+    for row in rows:
+        until = f" until {row['until']}" if row["until"] else " until resumed"
+        click.echo(f"{row['provider']}: paused ({row['kind']}) since {row['since']}{until}: {row['reason']}")
+
+
+@main.command()
+@click.argument("provider")
+def resume(provider: str) -> None:
+    """Let calls to PROVIDER start again (after fixing its credentials); its jobs go out at the next sweep."""
+    import logging
+
+    from providers import provider_names
+    from worker.operator import operator_actor
+
+    if provider not in provider_names():
+        _fail(f"unknown provider {provider!r}; known: {', '.join(provider_names())}")
+    with _store() as store:
+        lifted = store.resume_provider(provider)
+    if lifted is None:
+        click.echo(f"{provider} was not paused")
+        return
+    logging.getLogger("einvoice.operator").warning(
+        "provider=%s resumed by %s (was paused: %s)", provider, operator_actor(), lifted.kind
+    )
+    click.echo(f"{provider} resumed (was paused since {lifted.since.isoformat()}: {lifted.kind})")
 
 
 @main.command()

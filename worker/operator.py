@@ -20,7 +20,9 @@ def operator_actor() -> str:
 def retry(store: Store, ref: str, policy: Policy, actor: str | None = None) -> Job:
     """failed/expired -> back to work. A job the provider already accepted resumes polling
     (submitted); one that never got a request id is submitted again under the same internal id,
-    which the provider's idempotency key protects against a second document."""
+    which the provider's idempotency key protects against a second document. The attempt count is
+    kept: it tells a synchronous provider's client that the document may have been sent before, so
+    it looks it up instead of issuing it a second time."""
     job = store.resolve(ref)
     state = JobState(job.state)
     if state not in (JobState.FAILED, JobState.EXPIRED):
@@ -37,7 +39,6 @@ def retry(store: Store, ref: str, policy: Policy, actor: str | None = None) -> J
         next_attempt_at=now + timedelta(seconds=policy.redispatch_seconds),
         fields={
             "deadline_at": now + timedelta(seconds=policy.deadline_seconds),
-            "attempts": 0,
             "error_class": None,
             "error_code": None,
             "error_message": None,

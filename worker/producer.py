@@ -8,6 +8,8 @@ re-dispatches the job from the database.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +22,13 @@ from tasks.policy import Policy
 from worker.app import app as _app  # noqa: F401  (makes our app current for dispatch)
 
 log = logging.getLogger("einvoice.producer")
+
+# After a failed publish, skip publishing for this long: each attempt against a dead broker costs
+# its retries (about half a second), and the jobs are safe in the database, where the sweep finds
+# them once the grace has passed. A batch of thousands must not crawl while Redis is down.
+PUBLISH_BACKOFF_SECONDS = 5.0
+_publish_lock = threading.Lock()
+_publish_skip_until = 0.0
 
 MAX_INTERNAL_ID = 50
 # Hard ceiling on what is accepted at all: the largest document any provider takes (MYSuite
@@ -47,7 +56,9 @@ def check_internal_id(internal_id: str) -> str:
         raise InvalidInput("internal id is empty")
     if len(internal_id) > MAX_INTERNAL_ID:
         raise InvalidInput(f"internal id is {len(internal_id)} characters; the limit is {MAX_INTERNAL_ID}")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in internal_id):
+    # Cs: a lone surrogate cannot even be stored (no encoding has it); Cf: invisible format
+    # characters (bidi overrides) that make two ids look alike.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in internal_id):
         raise InvalidInput("internal id contains control characters")
     if internal_id != internal_id.strip():
         raise InvalidInput("internal id has leading or trailing spaces")
@@ -95,15 +106,7 @@ def enqueue(
         invalid_reason=reason,
     )
     if created and publish and job.state == JobState.QUEUED:
-        try:
-            dispatch(job.id, JobState.QUEUED)
-        except Exception as exc:  # the sweep will dispatch it from the database
-            log.warning(
-                "job=%s internal_id=%s publish failed (%s); the sweep will pick it up",
-                job.id,
-                internal_id,
-                type(exc).__name__,
-            )
+        _publish(job, internal_id)
     log.info(
         "job=%s internal_id=%s provider=%s %s as %s",
         job.id,
@@ -113,3 +116,23 @@ def enqueue(
         job.state,
     )
     return Enqueued(job, created)
+
+
+def _publish(job: Job, internal_id: str) -> None:
+    global _publish_skip_until
+    with _publish_lock:
+        skipping = time.monotonic() < _publish_skip_until
+    if skipping:
+        log.info("job=%s internal_id=%s not published (broker down); the sweep will pick it up", job.id, internal_id)
+        return
+    try:
+        dispatch(job.id, JobState.QUEUED)
+    except Exception as exc:  # the sweep will dispatch it from the database
+        with _publish_lock:
+            _publish_skip_until = time.monotonic() + PUBLISH_BACKOFF_SECONDS
+        log.warning(
+            "job=%s internal_id=%s publish failed (%s); the sweep will pick it up",
+            job.id,
+            internal_id,
+            type(exc).__name__,
+        )

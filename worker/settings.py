@@ -1,8 +1,9 @@
 """Settings from the environment, with an embedded default that needs no server at all.
 
 With nothing set, the database is a SQLite file and the broker is kombu's `filesystem://`
-transport, both under EINVOICE_HOME (./.einvoice). Provider credentials are read by each provider
-from its own variables (or `*_FILE` secrets) and never pass through here.
+transport, both under EINVOICE_HOME (./.einvoice). URLs that carry passwords may come from
+`DATABASE_URL_FILE` / `CELERY_BROKER_URL_FILE` secret files. Provider credentials are read by each
+provider from its own variables (or `*_FILE` secrets) and never pass through here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from models.db import database_url, home_dir
+from providers.base import read_setting
 from tasks.policy import Policy
 
 _PASSWORD_IN_URL = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
@@ -66,7 +68,7 @@ class Settings:
         overrides["archive_dir"] = str(archive)
         return cls(
             database_url=database_url(env),
-            broker_url=env.get("CELERY_BROKER_URL") or "filesystem://",
+            broker_url=read_setting("CELERY_BROKER_URL", environ=env) or "filesystem://",
             home=home,
             archive_dir=archive,
             metrics_port=int(_float(env, "METRICS_PORT", 9808)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from models import Event, Job
+from models import Event, Job, PauseInfo
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -55,4 +55,15 @@ def event_view(event: Event) -> dict[str, Any]:
         "error_class": event.error_class,
         "provider_code": event.provider_code,
         "message": event.message,
+    }
+
+
+def pause_view(pause: PauseInfo) -> dict[str, Any]:
+    return {
+        "provider": pause.provider,
+        "kind": pause.kind,
+        "reason": pause.reason,
+        "since": _iso(pause.since),
+        "until": _iso(pause.until),
+        "probes": pause.probes,
     }
