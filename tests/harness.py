@@ -50,6 +50,9 @@ def pipeline_env(
             "EINVOICE_RETRY_BASE_SECONDS": "0.2",
             "EINVOICE_RETRY_CAP_SECONDS": "2",
             "EINVOICE_LEASE_SECONDS": "10",
+            "EINVOICE_RESEND_AFTER_SECONDS": "3",
+            "EINVOICE_OUTAGE_PROBE_SECONDS": "0.5",
+            "EINVOICE_OUTAGE_PROBE_CAP_SECONDS": "2",
             "PYTHONPATH": str(ROOT),
         }
     )
