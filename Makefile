@@ -26,12 +26,10 @@ lint: setup
 test: lint
 	$(BIN)/pytest
 
-# Every benchmark under bench/ (each prints a table and writes bench/results/<name>.json).
+# Every benchmark under bench/ (each prints a table and writes bench/results/<name>.json);
+# BENCH_ARGS=--quick for the short versions. Figures and commands: BENCHMARKS.md.
 bench: setup
-	@for module in $(basename $(notdir $(filter-out bench/__init__.py,$(wildcard bench/*.py)))); do \
-		echo "== python -m bench.$$module"; \
-		$(BIN)/python -m bench.$$module || exit 1; \
-	done
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The whole stack in containers (postgres, redis, migrate, workers, beat, flower, metrics,
 # prometheus, grafana, sandbox).

@@ -376,8 +376,8 @@ def test_grafana_is_provisioned_with_a_dashboard_on_real_metrics(exported: set[s
 
 # --------------------------------------------------------------------------------------- Makefile
 
-MAKE_TARGETS = {
-    "bench": None,
+MAKE_TARGETS: dict[str, str] = {
+    "bench": "/v/bin/python -m bench.run",
     "up": "docker compose up -d --build",
     "down": "docker compose down",
     "worker": "/v/bin/celery -A worker.app worker --loglevel INFO",
@@ -400,10 +400,7 @@ def test_make_targets_are_thin_calls_of_documented_commands(target: str) -> None
     )
     assert result.returncode == 0, result.stderr
     expected = MAKE_TARGETS[target]
-    if expected is None:
-        assert "python -m bench.$module" in result.stdout
-        return
-    assert expected in result.stdout.splitlines()
+    assert expected in [line.strip() for line in result.stdout.splitlines()]
     program = expected.split()
     if program[0].endswith(("einvoice", "celery", "alembic")):
         check_command("Makefile", [Path(program[0]).name, *program[1:]])
