@@ -55,7 +55,7 @@ from providers.mysuite.parsing import (
     sniff_content_type,
 )
 from providers.mysuite.soap import EnvelopeBuilder
-from providers.mysuite.validation import check_internal_id, check_payload
+from providers.mysuite.validation import check_internal_id, check_payload, native_internal_number
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +145,16 @@ class MySuiteClient:
         """Send one document; large ones are queued (async), small ones come back issued (sync).
 
         Async submits are idempotent thanks to Data2 (a resend answers 3196 with the existing id).
-        Sync converts are not, so a resend (`attempt > 1`) first asks whether the internal id was
-        already issued and, if so, fetches that document instead of issuing a second CFDI.
+        Sync converts are not, so a resend (`attempt > 1`) first asks whether the document was
+        already issued and, if so, fetches it instead of issuing a second CFDI. MYSuite looks up the
+        document's own `fx:NumeroInterno`, so that is the key when present (else the internal id):
+        the ERP should put the internal id there for the guard to work.
         """
         self.validate(payload, internal_id)
         if len(payload) > self.config.async_min_bytes:
             return self._submit_async(payload, internal_id)
         if attempt > 1:
-            hit = self._retrying(self._lookup, internal_id)
+            hit = self._retrying(self._lookup, native_internal_number(payload) or internal_id)
             if hit is not None:
                 return self._retrying(self._fetch_issued, hit)
         reply = self._transact(

@@ -224,9 +224,6 @@ _AUTH_MARKERS = (
     "password",
     "no tiene permiso",
     "permission denied",
-    "not allowed",
-    "inactive",
-    "inactivo",
 )
 
 

@@ -90,3 +90,47 @@ def check_payload(payload: bytes, max_bytes: int, environment: str) -> None:
     if root != ROOT_TAG:
         shown = (root or "nothing")[:120]
         raise InvalidPayload(f"document root is {shown}; MYSuite expects {ROOT_TAG}")
+
+
+class _InternalNumberProbe:
+    """Parser target that picks `fx:Identificacion/fx:NumeroInterno` out of a native document."""
+
+    _PATH = (ROOT_TAG, f"{{{FX_NS}}}Identificacion", f"{{{FX_NS}}}NumeroInterno")
+
+    def __init__(self) -> None:
+        self._path: list[str] = []
+        self._text: list[str] = []
+        self.value: str | None = None
+
+    def start(self, tag: str, attrib: Any, nsmap: Any = None) -> None:
+        self._path.append(tag)
+
+    def end(self, tag: str) -> None:
+        if self.value is None and tuple(self._path) == self._PATH:
+            self.value = "".join(self._text).strip() or None
+        self._path.pop()
+
+    def data(self, text: str) -> None:
+        if self.value is None and tuple(self._path) == self._PATH:
+            self._text.append(text)
+
+    def close(self) -> str | None:
+        return self.value
+
+
+def native_internal_number(payload: bytes) -> str | None:
+    """The document's own NumeroInterno, which is what LOOKUP_ISSUED_INTERNAL_ID searches for.
+
+    Only used on the sync path (documents of at most about 1 MiB), where the per-node callbacks cost
+    nothing worth measuring. Returns None for a document without one or that cannot be read.
+    """
+    probe = _InternalNumberProbe()
+    parser = etree.XMLParser(
+        target=probe, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
+    )
+    try:
+        parser.feed(payload)
+        result: str | None = parser.close()
+    except (etree.LxmlError, ValueError):
+        return None
+    return result
