@@ -223,27 +223,44 @@ class Store:
 
     # ------------------------------------------------------------------ claims
 
-    def claim(self, job_id: str, expected: JobState, lease: timedelta) -> Job | None:
+    def claim(
+        self,
+        job_id: str,
+        expected: JobState,
+        lease: timedelta | Callable[[int], timedelta],
+        *,
+        count_attempt: bool = False,
+    ) -> Job | None:
         """Take the job for one step, or None when it is not in `expected` or another worker holds it.
 
         The lease keeps the sweep and duplicate deliveries away while the step runs; if the worker
-        dies, the lease runs out and the sweep dispatches the job again.
+        dies, the lease runs out and the sweep dispatches the job again. `lease` may depend on the
+        document's size (uploads take longer), read in the same transaction. `count_attempt` counts
+        the provider call the step is about to make in the same statement, so a step costs one
+        round trip to take its job instead of three.
         """
         now = utcnow()
+        values: dict[str, Any] = {"updated_at": now}
+        if count_attempt:
+            values["attempts"] = Job.attempts + 1
         with self.session() as session:
-            result = session.execute(
+            if callable(lease):
+                size = session.scalar(sa.select(Job.size_bytes).where(Job.id == job_id))
+                if size is None:
+                    return None
+                lease = lease(size)
+            values.update(lease_until=now + lease, next_attempt_at=now + lease)
+            return session.scalars(
                 sa.update(Job)
                 .where(
                     Job.id == job_id,
                     Job.state == expected.value,
                     sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
                 )
-                .values(lease_until=now + lease, next_attempt_at=now + lease, updated_at=now)
+                .values(**values)
+                .returning(Job)
                 .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) != 1:
-                return None
-            return session.get(Job, job_id)
+            ).one_or_none()
 
     def release(self, job_id: str, expected: JobState, next_attempt_at: datetime | None) -> bool:
         """Give the job back without a transition (nothing to do yet), scheduling its next step."""
@@ -288,19 +305,18 @@ class Store:
             ).first()
             if row is None:
                 return False
-            session.add(
-                Event(
-                    job_id=job_id,
-                    at=now,
-                    kind=kind,
-                    from_state=from_state.value,
-                    to_state=to_state.value,
-                    actor=actor,
-                    attempt=attempt,
-                    error_class=error.error_class if error else None,
-                    provider_code=error.code if error else None,
-                    message=error.message if error and message is None else message,
-                )
+            _append_event(
+                session,
+                job_id=job_id,
+                at=now,
+                kind=kind,
+                from_state=from_state.value,
+                to_state=to_state.value,
+                actor=actor,
+                attempt=attempt,
+                error_class=error.error_class if error else None,
+                provider_code=error.code if error else None,
+                message=error.message if error and message is None else message,
             )
         self._notify(TransitionInfo(row.provider, from_state.value, to_state.value, row.created_at, row.polls))
         return True
@@ -334,32 +350,34 @@ class Store:
             if _rowcount(result) != 1:
                 return False
             when = f"; next attempt at {next_attempt_at.isoformat()}" if next_attempt_at else ""
-            session.add(
-                Event(
-                    job_id=job_id,
-                    at=now,
-                    kind="error",
-                    from_state=state.value,
-                    to_state=state.value,
-                    actor=actor,
-                    attempt=attempt,
-                    error_class=error.error_class,
-                    provider_code=error.code,
-                    message=f"{error.message}{when}",
-                )
+            _append_event(
+                session,
+                job_id=job_id,
+                at=now,
+                kind="error",
+                from_state=state.value,
+                to_state=state.value,
+                actor=actor,
+                attempt=attempt,
+                error_class=error.error_class,
+                provider_code=error.code,
+                message=f"{error.message}{when}",
             )
         return True
 
     def record_attempt(self, job_id: str, state: JobState) -> int:
         """Count one more call to the provider for this job's current step; returns the new count."""
         with self.session() as session:
-            session.execute(
+            counted = session.execute(
                 sa.update(Job)
                 .where(Job.id == job_id, Job.state == state.value)
                 .values(attempts=Job.attempts + 1)
+                .returning(Job.attempts)
                 .execution_options(synchronize_session=False)
-            )
-            return int(session.scalar(sa.select(Job.attempts).where(Job.id == job_id)) or 0)
+            ).scalar()
+            if counted is None:
+                counted = session.scalar(sa.select(Job.attempts).where(Job.id == job_id))
+            return int(counted or 0)
 
     def record_poll(self, job_id: str, next_attempt_at: datetime | None) -> bool:
         """A verify that found the document still pending: count the poll, schedule the next one."""
@@ -419,8 +437,8 @@ class Store:
         now = utcnow()
         with self.session() as session:
             session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
-            session.add(
-                Artifact(
+            session.execute(
+                sa.insert(Artifact).values(
                     job_id=job_id,
                     kind=kind,
                     path=path,
@@ -545,6 +563,12 @@ class Store:
                 )
                 or 0
             )
+
+
+def _append_event(session: Session, **values: Any) -> None:
+    """Insert one event with a plain INSERT: events are never read back or updated in the same
+    transaction, so the ORM's unit of work (identity map, flush) would only add CPU per step."""
+    session.execute(sa.insert(Event).values(**values))
 
 
 def _rowcount(result: Any) -> int:
