@@ -174,14 +174,13 @@ def _links_next_refresh(job: Job, expires_at: datetime | None, pol: Policy) -> d
 @shared_task(name=SUBMIT, acks_late=True, ignore_result=True)
 def submit(job_id: str) -> str:
     pol, st = policy(), store()
-    job = st.get(job_id)
-    job = st.claim(job_id, JobState.QUEUED, pol.lease_for(job.size_bytes))  # type: ignore[assignment]
+    job = st.claim(job_id, JobState.QUEUED, pol.lease_for, count_attempt=True)
     if job is None:
         return "skipped"
     if _expire_if_overdue(job, JobState.QUEUED):
         return "expired"
     provider = get_provider(job.provider)
-    attempt = st.record_attempt(job.id, JobState.QUEUED)
+    attempt = job.attempts
     try:
         result = provider.submit(st.payload(job.id), job.internal_id, attempt=attempt)
     except ProviderError as exc:
@@ -240,8 +239,8 @@ def _issue(job: Job, doc: DocumentIds, files: Mapping[str, bytes], pol: Policy, 
         message=f"issued as {doc.guid or 'document'}",
     ):
         return "lost-race"
-    job = st.get(job.id)
     if files:
+        job = st.get(job.id)
         _archive_files(job, files, pol)
     if files and {"xml", "pdf"} <= set(files):
         st.transition(
@@ -253,9 +252,11 @@ def _issue(job: Job, doc: DocumentIds, files: Mapping[str, bytes], pol: Policy, 
         )
         _log(job, "issued and retrieved inline")
         return "retrieved"
-    dispatch(job.id, JobState.ISSUED)
     _log(job, "issued")
-    return "issued"
+    # Retrieve at once in this task rather than through another message: same queue, one task
+    # fewer per invoice. If this worker dies here, the job is `issued` and due, and the sweep
+    # dispatches the retrieve step.
+    return str(retrieve.run(job.id))
 
 
 @shared_task(name=VERIFY, acks_late=True, ignore_result=True)
@@ -292,11 +293,11 @@ def verify(job_id: str) -> str:
 @shared_task(name=RETRIEVE, acks_late=True, ignore_result=True)
 def retrieve(job_id: str) -> str:
     pol, st = policy(), store()
-    job = st.claim(job_id, JobState.ISSUED, pol.lease_for(job_size(job_id)))
+    job = st.claim(job_id, JobState.ISSUED, pol.lease_for, count_attempt=True)
     if job is None:
         return "skipped"
     provider = get_provider(job.provider)
-    attempt = st.record_attempt(job.id, JobState.ISSUED)
+    attempt = job.attempts
     try:
         result = provider.retrieve(job.provider_request_id or job.id)
         st.record_links(
@@ -308,7 +309,6 @@ def retrieve(job_id: str) -> str:
             next_attempt_at=None,
             refresh=False,
         )
-        job = st.get(job.id)
         _archive_links(job, result.links, provider, pol)
         if result.files:
             _archive_files(job, result.files, pol)
@@ -326,10 +326,6 @@ def retrieve(job_id: str) -> str:
     )
     _log(job, "retrieved")
     return "retrieved"
-
-
-def job_size(job_id: str) -> int:
-    return store().get(job_id).size_bytes
 
 
 def _archive_links(job: Job, links: Mapping[str, str], provider: Provider, pol: Policy) -> None:
