@@ -30,7 +30,11 @@ def producer_store(st: Stack) -> Store:
     from providers import reset_providers
 
     reset_providers()
-    return Store(make_engine(st.database_url, pool_size=2, max_overflow=2, pool_pre_ping=not __import__("os").environ.get("NOPING")))
+    return Store(
+        make_engine(
+            st.database_url, pool_size=2, max_overflow=2, pool_pre_ping=not __import__("os").environ.get("NOPING")
+        )
+    )
 
 
 def load(
@@ -138,8 +142,6 @@ class CpuMeter:
     _wall: float = 0.0
 
     def _snapshot(self) -> dict[str, float]:
-        from bench.stack import _tree_cpu
-
         sys_times = psutil.cpu_times()
         busy = sum(sys_times) - sys_times.idle - getattr(sys_times, "iowait", 0.0)
         return {

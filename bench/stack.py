@@ -82,7 +82,7 @@ def clean_broker(url: str = REDIS_URL) -> None:
     client.close()
 
 
-def queue_depth(client: redis.Redis, *queues: str) -> int:
+def queue_depth(client: redis.Redis[bytes], *queues: str) -> int:
     """Messages waiting in `queues` plus messages delivered but not yet acknowledged."""
     pipe = client.pipeline()
     for queue in queues:
@@ -409,7 +409,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
-        lines.append("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+        )
     return "\n".join(lines)
 
 

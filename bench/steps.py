@@ -65,9 +65,11 @@ def instrument(clock: Clock) -> None:
     from providers.mysuite import client, parsing, soap
     from tasks import archive, pipeline
 
-    for name, member in inspect.getmembers(Store, inspect.isfunction):
+    for name, _member in inspect.getmembers(Store, inspect.isfunction):
         if not name.startswith("__"):
-            clock.patch(f"db {name}" if __import__("os").environ.get("BENCH_STEPS_DETAIL") else "database (store)", Store, name)
+            clock.patch(
+                f"db {name}" if __import__("os").environ.get("BENCH_STEPS_DETAIL") else "database (store)", Store, name
+            )
     clock.patch("SOAP build (zeep + lxml)", soap.EnvelopeBuilder, "build")
     for name in ("interpret_http_answer", "parse_verify", "parse_links", "parse_request_id", "document_ids"):
         clock.patch("SOAP parse", client, name)
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cpu[step] += time.thread_time() - c
                 if step == "verify" and outcome == "pending":
                     raise RuntimeError("bench preset should answer at once")
+                if step == "verify" and outcome == "retrieved":
+                    break  # the verify step retrieved the files itself
         done = sum(1 for j in store.list_jobs() if j.state == "retrieved")
         store.engine.dispose()
     n = args.invoices

@@ -49,9 +49,7 @@ DEPLOYMENTS: dict[str, list[WorkerSpec]] = {
 }
 
 
-def run_invoices(
-    sandbox: Sandbox, specs: list[WorkerSpec], count: int, timeout: float, prefix: str
-) -> dict[str, Any]:
+def run_invoices(sandbox: Sandbox, specs: list[WorkerSpec], count: int, timeout: float, prefix: str) -> dict[str, Any]:
     with stack(sandbox, BENCH_ENV) as st:
         sandbox.configure(preset="bench")
         store = producer_store(st)
@@ -158,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"run {run + 1}: {result['pipeline']['invoices_per_s']:.1f} invoices/s, "
                 f"{result['noop']['tasks_per_s']:.0f} no-op/s, R={result['R']:.2f}"
             )
-    summary = {
+    summary: dict[str, Any] = {
         "invoices_per_s": median(r["pipeline"]["invoices_per_s"] for r in runs),
         "noop_tasks_per_s": median(r["noop"]["tasks_per_s"] for r in runs),
         "R": median(r["R"] for r in runs),
@@ -207,7 +205,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
     print("CPU ms per invoice (median):", summary["cpu_ms_per_invoice"])
-    print(f"targets: >= 100 invoices/s {'met' if met['invoices_per_s'] else 'NOT met'}; R >= 0.3 {'met' if met['R'] else 'NOT met'}")
+    print(
+        f"targets: >= 100 invoices/s {'met' if met['invoices_per_s'] else 'NOT met'}; "
+        f"R >= 0.3 {'met' if met['R'] else 'NOT met'}"
+    )
     print(f"written {path}")
     return report
 
