@@ -12,7 +12,6 @@ worker killed) the sweep finds the job due again and dispatches it once more.
 from __future__ import annotations
 
 import hashlib
-import statistics
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import is_sqlite
 from models.schema import Artifact, Event, Job, Payload
 from models.states import ACTIVE, JobState, check_transition
+
+POLL_EVENT = "poll"
+"""Event kind of a verify that found the document still being processed."""
 
 
 def utcnow() -> datetime:
@@ -379,13 +381,34 @@ class Store:
                 counted = session.scalar(sa.select(Job.attempts).where(Job.id == job_id))
             return int(counted or 0)
 
-    def record_poll(self, job_id: str, next_attempt_at: datetime | None) -> bool:
-        """A verify that found the document still pending: count the poll, schedule the next one."""
-        return self._update_in_state(
-            job_id,
-            JobState.SUBMITTED,
-            {"polls": Job.polls + 1, "lease_until": None, "next_attempt_at": next_attempt_at},
-        )
+    def record_poll(self, job_id: str, next_attempt_at: datetime | None, *, actor: str = "worker") -> bool:
+        """A verify that found the document still pending: count the poll, schedule the next one.
+
+        The poll is an event too: its time is the lower bound of the document's processing time
+        that `processing_samples` gives the schedule of later documents.
+        """
+        now = utcnow()
+        with self.session() as session:
+            result = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == JobState.SUBMITTED.value)
+                .values(polls=Job.polls + 1, lease_until=None, next_attempt_at=next_attempt_at, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return False
+            when = f"; next poll at {next_attempt_at.isoformat()}" if next_attempt_at else ""
+            _append_event(
+                session,
+                job_id=job_id,
+                at=now,
+                kind=POLL_EVENT,
+                from_state=JobState.SUBMITTED.value,
+                to_state=JobState.SUBMITTED.value,
+                actor=actor,
+                message=f"still processing{when}",
+            )
+        return True
 
     def record_links(
         self,
@@ -529,15 +552,17 @@ class Store:
             ).all()
         return [(p, f, t, int(n)) for p, f, t, n in rows]
 
-    def seconds_per_byte(self, provider: str, *, sample: int = 50) -> float | None:
-        """The median processing time per byte over the provider's recent issued documents.
+    def processing_samples(self, provider: str, *, sample: int = 50) -> list[tuple[int, float | None, float]]:
+        """(size, lower, upper) seconds of processing for the provider's recent issued documents.
 
-        The first poll of a new document is scheduled from this, so that a document is polled about
-        when it should be ready rather than at a fixed interval.
+        `upper` is from submission to the poll that found the document done; `lower` is from
+        submission to the last poll that found it still pending (None when the first poll found it
+        done). The true processing time lies between them, which is what the first poll of a new
+        document is scheduled from.
         """
         with self.session() as session:
             rows = session.execute(
-                sa.select(Job.submitted_at, Job.issued_at, Job.size_bytes)
+                sa.select(Job.id, Job.submitted_at, Job.issued_at, Job.size_bytes)
                 .where(
                     Job.provider == provider,
                     Job.issued_at.is_not(None),
@@ -548,12 +573,23 @@ class Store:
                 .order_by(Job.issued_at.desc())
                 .limit(sample)
             ).all()
-        rates = [
-            max(0.0, (issued - submitted).total_seconds()) / size
-            for submitted, issued, size in rows
-            if submitted is not None and issued is not None
-        ]
-        return statistics.median(rates) if rates else None
+            if not rows:
+                return []
+            pending = dict(
+                session.execute(
+                    sa.select(Event.job_id, sa.func.max(Event.at))
+                    .where(Event.job_id.in_([row.id for row in rows]), Event.kind == POLL_EVENT)
+                    .group_by(Event.job_id)
+                ).all()
+            )
+        samples: list[tuple[int, float | None, float]] = []
+        for job_id, submitted, issued, size in rows:
+            if submitted is None or issued is None:
+                continue
+            polled = pending.get(job_id)
+            lower = max(0.0, _seconds(polled - submitted)) if polled is not None else None
+            samples.append((size, lower, max(0.0, _seconds(issued - submitted))))
+        return samples
 
     def jobs_with_states(self, states: Iterable[JobState]) -> int:
         with self.session() as session:
@@ -563,6 +599,10 @@ class Store:
                 )
                 or 0
             )
+
+
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
 
 
 def _append_event(session: Session, **values: Any) -> None:

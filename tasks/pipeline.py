@@ -30,7 +30,7 @@ from providers.base import (
     VerifyStatus,
 )
 from tasks import archive
-from tasks.context import policy, store
+from tasks.context import policy, processing_model, store
 from tasks.policy import Policy, at, first_poll_delay, next_poll_delay, retry_delay
 
 log = logging.getLogger("einvoice.tasks")
@@ -205,7 +205,7 @@ def submit(job_id: str) -> str:
         ):
             return "lost-race"
         return _issue(st.get(job.id), result.issued, result.files, pol, polls=0)
-    delay = first_poll_delay(pol, job.size_bytes, st.seconds_per_byte(job.provider))
+    delay = first_poll_delay(pol, job.size_bytes, processing_model(job.provider))
     next_at = _schedule(job.id, JobState.SUBMITTED, delay, pol)
     if not st.transition(
         job.id,
@@ -275,7 +275,8 @@ def verify(job_id: str) -> str:
         return _handle_error(job, JobState.SUBMITTED, exc, job.polls + 1, pol)
     polls = job.polls + 1
     if result.status is VerifyStatus.PENDING:
-        delay = next_poll_delay(pol, job.size_bytes, st.seconds_per_byte(job.provider), polls)
+        elapsed = (utcnow() - job.submitted_at).total_seconds() if job.submitted_at else None
+        delay = next_poll_delay(pol, job.size_bytes, processing_model(job.provider), polls, elapsed=elapsed)
         if job.deadline_at and at(utcnow(), delay) > job.deadline_at:
             delay = max(0.0, (job.deadline_at - utcnow()).total_seconds())
         next_at = _schedule(job.id, JobState.SUBMITTED, delay, pol)
