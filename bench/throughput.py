@@ -21,9 +21,10 @@ import redis
 
 from bench.noop import NAME as NOOP_TASK
 from bench.noop import QUEUE as NOOP_QUEUE
-from bench.pipeline_run import CpuMeter, load, median, per_invoice_ms, producer_store, timeline, wait_final
+from bench.pipeline_run import CpuMeter, load, median, per_invoice_ms, producer_store, states, timeline, wait_final
 from bench.stack import (
     REDIS_URL,
+    Sampler,
     Sandbox,
     WorkerSpec,
     log,
@@ -49,9 +50,23 @@ DEPLOYMENTS: dict[str, list[WorkerSpec]] = {
 }
 
 
-def run_invoices(sandbox: Sandbox, specs: list[WorkerSpec], count: int, timeout: float, prefix: str) -> dict[str, Any]:
+def run_invoices(
+    sandbox: Sandbox,
+    specs: list[WorkerSpec],
+    count: int,
+    timeout: float,
+    prefix: str,
+    *,
+    knobs: dict[str, Any] | None = None,
+    rss_every: float | None = None,
+) -> dict[str, Any]:
+    """Enqueue `count` small invoices, then start the workers and time them until all are final.
+
+    With `rss_every`, the RSS of the worker process trees is sampled that often, together with
+    the number of invoices retrieved so far (for the soak benchmark).
+    """
     with stack(sandbox, BENCH_ENV) as st:
-        sandbox.configure(preset="bench")
+        sandbox.configure(**(knobs or {"preset": "bench"}))
         store = producer_store(st)
         started = time.monotonic()
         load(store, count, prefix=prefix)
@@ -61,11 +76,13 @@ def run_invoices(sandbox: Sandbox, specs: list[WorkerSpec], count: int, timeout:
         meter.start()
         for spec in specs:
             st.start_worker(spec)
-        try:
-            wait_final(store, count, timeout)
-        except TimeoutError:
-            log(st.worker_log_tail())
-            raise
+        sampler = Sampler(lambda: (st.worker_rss(), states(store).get("retrieved", 0)), rss_every or 3600.0)
+        with sampler:
+            try:
+                wait_final(store, count, timeout)
+            except TimeoutError:
+                log(st.worker_log_tail())
+                raise
         cpu = meter.stop()
         inflight = sandbox.inflight()
         counters = sandbox.admin("counters")["transactions"]
@@ -85,6 +102,7 @@ def run_invoices(sandbox: Sandbox, specs: list[WorkerSpec], count: int, timeout:
         "cpu_ms_per_invoice": per_invoice_ms(cpu, count),
         "sandbox_calls": {k: v["calls"] for k, v in counters.items()},
         "sandbox_in_flight": inflight,
+        "rss_samples": [(round(t, 1), rss, done) for t, (rss, done) in sampler.values] if rss_every else [],
     }
 
 
