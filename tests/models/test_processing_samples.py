@@ -35,6 +35,6 @@ def test_processing_samples_bracket_the_ready_time_with_the_last_pending_poll(st
     lower, upper = samples[store.get(polled).size_bytes]
     assert lower is not None and 0 <= lower <= upper
     assert samples[store.get(at_once).size_bytes][0] is None
-    polls = [e for e in store.events(polled) if e.kind == "poll"]
-    assert len(polls) == 2 and all(e.from_state == e.to_state == "submitted" for e in polls)
+    poll_events = [e for e in store.events(polled) if e.kind == "poll"]
+    assert len(poll_events) == 2 and all(e.from_state == e.to_state == "submitted" for e in poll_events)
     assert store.processing_samples("hacienda") == []
