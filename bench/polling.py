@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             due = started + n * args.every
             time.sleep(max(0.0, due - time.monotonic()))
             internal_id = f"P-{n:03d}"
-            # The generator overshoots by up to 1% (longer line numbers): stay under the 40 MiB limit.
-            enqueue(store, native_xml(internal_id, int(size * 0.985), folio=n + 1), internal_id)
+            # The generator overshoots by up to 1% (longer line numbers): stay under the 40 MiB limit,
+            # and over 1 MiB, the least the async service takes (the client sends smaller ones sync).
+            target = max(MIB + 8192, int(size * 0.985))
+            enqueue(store, native_xml(internal_id, target, folio=n + 1), internal_id)
             log(f"  enqueued {internal_id} ({size / MIB:.1f} MiB)")
         wait_final(store, len(plan), args.timeout)
         counters = sandbox.admin("counters")

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--invoices", type=int, default=5000)
     parser.add_argument("--noop", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--deployment", default="split", choices=sorted(DEPLOYMENTS))
+    parser.add_argument("--deployment", default="prefork-2", choices=sorted(DEPLOYMENTS))
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args(argv)
     specs = DEPLOYMENTS[args.deployment]
