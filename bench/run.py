@@ -2,8 +2,9 @@
 
 Each benchmark runs in a process of its own (a fresh interpreter: no state, connection or import
 carried from one to the next), prints its table and writes `bench/results/<name>.json`. `--quick`
-runs smaller versions that finish in a few minutes; the figures in BENCHMARKS.md come from the full
-run. Needs PostgreSQL and Redis as the tests do (`BENCH_DATABASE_URL`, `BENCH_REDIS_URL`).
+runs smaller versions that finish in a few minutes and writes its JSON under the system's temporary
+folder (`einvoice-bench-quick`), so the full run's figures (those in BENCHMARKS.md) stay in place.
+Needs PostgreSQL and Redis as the tests do (`BENCH_DATABASE_URL`, `BENCH_REDIS_URL`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +50,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(plan)}")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if args.quick:
+        env["BENCH_RESULTS_DIR"] = str(Path(tempfile.gettempdir()) / "einvoice-bench-quick")
     failed = []
     for name in args.names or list(plan):
         command = [sys.executable, "-m", *plan[name]]

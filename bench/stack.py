@@ -36,7 +36,8 @@ if threading.current_thread() is threading.main_thread():
     # SIGTERM (a timeout, the runner) unwinds like Ctrl-C, so workers and sandbox get stopped and
     # the throwaway database dropped by the context managers instead of being left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-RESULTS = ROOT / "bench" / "results"
+# `bench.run --quick` points this elsewhere so that quick figures never replace the full run's.
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
 PG_SERVER = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # Tests take random indexes 1-15 and flush them; 0 is left to the benchmarks, which never flush it.
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
