@@ -12,7 +12,6 @@ worker killed) the sweep finds the job due again and dispatches it once more.
 from __future__ import annotations
 
 import hashlib
-import statistics
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,6 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import is_sqlite
 from models.schema import Artifact, Event, Job, Payload, ProviderPause
 from models.states import ACTIVE, JobState, check_transition
+
+POLL_EVENT = "poll"
+"""Event kind of a verify that found the document still being processed."""
 
 
 def utcnow() -> datetime:
@@ -258,27 +260,44 @@ class Store:
 
     # ------------------------------------------------------------------ claims
 
-    def claim(self, job_id: str, expected: JobState, lease: timedelta) -> Job | None:
+    def claim(
+        self,
+        job_id: str,
+        expected: JobState,
+        lease: timedelta | Callable[[int], timedelta],
+        *,
+        count_attempt: bool = False,
+    ) -> Job | None:
         """Take the job for one step, or None when it is not in `expected` or another worker holds it.
 
         The lease keeps the sweep and duplicate deliveries away while the step runs; if the worker
-        dies, the lease runs out and the sweep dispatches the job again.
+        dies, the lease runs out and the sweep dispatches the job again. `lease` may depend on the
+        document's size (uploads take longer), read in the same transaction. `count_attempt` counts
+        the provider call the step is about to make in the same statement, so a step costs one
+        round trip to take its job instead of three.
         """
         now = utcnow()
+        values: dict[str, Any] = {"updated_at": now}
+        if count_attempt:
+            values["attempts"] = Job.attempts + 1
         with self.session() as session:
-            result = session.execute(
+            if callable(lease):
+                size = session.scalar(sa.select(Job.size_bytes).where(Job.id == job_id))
+                if size is None:
+                    return None
+                lease = lease(size)
+            values.update(lease_until=now + lease, next_attempt_at=now + lease)
+            return session.scalars(
                 sa.update(Job)
                 .where(
                     Job.id == job_id,
                     Job.state == expected.value,
                     sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
                 )
-                .values(lease_until=now + lease, next_attempt_at=now + lease, updated_at=now)
+                .values(**values)
+                .returning(Job)
                 .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) != 1:
-                return None
-            return session.get(Job, job_id)
+            ).one_or_none()
 
     def release(self, job_id: str, expected: JobState, next_attempt_at: datetime | None) -> bool:
         """Give the job back without a transition (nothing to do yet), scheduling its next step."""
@@ -323,19 +342,18 @@ class Store:
             ).first()
             if row is None:
                 return False
-            session.add(
-                Event(
-                    job_id=job_id,
-                    at=now,
-                    kind=kind,
-                    from_state=from_state.value,
-                    to_state=to_state.value,
-                    actor=actor,
-                    attempt=attempt,
-                    error_class=error.error_class if error else None,
-                    provider_code=error.code if error else None,
-                    message=error.message if error and message is None else message,
-                )
+            _append_event(
+                session,
+                job_id=job_id,
+                at=now,
+                kind=kind,
+                from_state=from_state.value,
+                to_state=to_state.value,
+                actor=actor,
+                attempt=attempt,
+                error_class=error.error_class if error else None,
+                provider_code=error.code if error else None,
+                message=error.message if error and message is None else message,
             )
         self._notify(TransitionInfo(row.provider, from_state.value, to_state.value, row.created_at, row.polls))
         return True
@@ -382,17 +400,16 @@ class Store:
                 return False
             previous = from_state
             for step in steps:
-                session.add(
-                    Event(
-                        job_id=job_id,
-                        at=now,
-                        kind="transition",
-                        from_state=previous.value,
-                        to_state=step.to_state.value,
-                        actor=actor,
-                        attempt=attempt,
-                        message=step.message,
-                    )
+                _append_event(
+                    session,
+                    job_id=job_id,
+                    at=now,
+                    kind="transition",
+                    from_state=previous.value,
+                    to_state=step.to_state.value,
+                    actor=actor,
+                    attempt=attempt,
+                    message=step.message,
                 )
                 previous = step.to_state
         previous = from_state
@@ -430,44 +447,67 @@ class Store:
             if _rowcount(result) != 1:
                 return False
             when = f"; next attempt at {next_attempt_at.isoformat()}" if next_attempt_at else ""
-            session.add(
-                Event(
-                    job_id=job_id,
-                    at=now,
-                    kind="error",
-                    from_state=state.value,
-                    to_state=state.value,
-                    actor=actor,
-                    attempt=attempt,
-                    error_class=error.error_class,
-                    provider_code=error.code,
-                    message=f"{error.message}{when}",
-                )
+            _append_event(
+                session,
+                job_id=job_id,
+                at=now,
+                kind="error",
+                from_state=state.value,
+                to_state=state.value,
+                actor=actor,
+                attempt=attempt,
+                error_class=error.error_class,
+                provider_code=error.code,
+                message=f"{error.message}{when}",
             )
         return True
 
     def record_attempt(self, job_id: str, state: JobState) -> int:
         """Count one more call to the provider for this job's current step; returns the new count."""
         with self.session() as session:
-            session.execute(
+            counted = session.execute(
                 sa.update(Job)
                 .where(Job.id == job_id, Job.state == state.value)
                 .values(attempts=Job.attempts + 1)
+                .returning(Job.attempts)
                 .execution_options(synchronize_session=False)
-            )
-            return int(session.scalar(sa.select(Job.attempts).where(Job.id == job_id)) or 0)
+            ).scalar()
+            if counted is None:
+                counted = session.scalar(sa.select(Job.attempts).where(Job.id == job_id))
+            return int(counted or 0)
 
-    def record_poll(self, job_id: str, next_attempt_at: datetime | None) -> bool:
+    def record_poll(self, job_id: str, next_attempt_at: datetime | None, *, actor: str = "worker") -> bool:
         """A verify that found the document still pending: count the poll, schedule the next one.
 
-        A readable answer ends any streak of failed calls, so `attempts` starts again from zero and
-        the next error backs off from the base delay.
+        The poll is an event too: its time is the lower bound of the document's processing time
+        that `processing_samples` gives the schedule of later documents. A readable answer ends any
+        streak of failed calls, so `attempts` starts again from zero and the next error backs off
+        from the base delay.
         """
-        return self._update_in_state(
-            job_id,
-            JobState.SUBMITTED,
-            {"polls": Job.polls + 1, "attempts": 0, "lease_until": None, "next_attempt_at": next_attempt_at},
-        )
+        now = utcnow()
+        with self.session() as session:
+            result = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == JobState.SUBMITTED.value)
+                .values(
+                    polls=Job.polls + 1, attempts=0, lease_until=None, next_attempt_at=next_attempt_at, updated_at=now
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return False
+            when = f"; next poll at {next_attempt_at.isoformat()}" if next_attempt_at else ""
+            _append_event(
+                session,
+                job_id=job_id,
+                at=now,
+                kind=POLL_EVENT,
+                from_state=JobState.SUBMITTED.value,
+                to_state=JobState.SUBMITTED.value,
+                actor=actor,
+                message=f"still processing{when}",
+            )
+        return True
 
     def record_links(
         self,
@@ -501,16 +541,15 @@ class Store:
                 return False
             if refresh:
                 expiry = expires_at.isoformat() if expires_at else "unknown"
-                session.add(
-                    Event(
-                        job_id=job_id,
-                        at=now,
-                        kind="links",
-                        from_state=state.value,
-                        to_state=state.value,
-                        actor=actor,
-                        message=f"links refreshed ({', '.join(sorted(links))}); expire at {expiry}",
-                    )
+                _append_event(
+                    session,
+                    job_id=job_id,
+                    at=now,
+                    kind="links",
+                    from_state=state.value,
+                    to_state=state.value,
+                    actor=actor,
+                    message=f"links refreshed ({', '.join(sorted(links))}); expire at {expiry}",
                 )
         return True
 
@@ -519,8 +558,8 @@ class Store:
         now = utcnow()
         with self.session() as session:
             session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
-            session.add(
-                Artifact(
+            session.execute(
+                sa.insert(Artifact).values(
                     job_id=job_id,
                     kind=kind,
                     path=path,
@@ -756,15 +795,17 @@ class Store:
             ).all()
         return [(p, f, t, int(n)) for p, f, t, n in rows]
 
-    def seconds_per_byte(self, provider: str, *, sample: int = 50) -> float | None:
-        """The median processing time per byte over the provider's recent issued documents.
+    def processing_samples(self, provider: str, *, sample: int = 50) -> list[tuple[int, float | None, float]]:
+        """(size, lower, upper) seconds of processing for the provider's recent issued documents.
 
-        The first poll of a new document is scheduled from this, so that a document is polled about
-        when it should be ready rather than at a fixed interval.
+        `upper` is from submission to the poll that found the document done; `lower` is from
+        submission to the last poll that found it still pending (None when the first poll found it
+        done). The true processing time lies between them, which is what the first poll of a new
+        document is scheduled from.
         """
         with self.session() as session:
             rows = session.execute(
-                sa.select(Job.submitted_at, Job.issued_at, Job.size_bytes)
+                sa.select(Job.id, Job.submitted_at, Job.issued_at, Job.size_bytes)
                 .where(
                     Job.provider == provider,
                     Job.issued_at.is_not(None),
@@ -775,12 +816,23 @@ class Store:
                 .order_by(Job.issued_at.desc())
                 .limit(sample)
             ).all()
-        rates = [
-            max(0.0, (issued - submitted).total_seconds()) / size
-            for submitted, issued, size in rows
-            if submitted is not None and issued is not None
-        ]
-        return statistics.median(rates) if rates else None
+            if not rows:
+                return []
+            pending = dict(
+                session.execute(
+                    sa.select(Event.job_id, sa.func.max(Event.at))
+                    .where(Event.job_id.in_([row.id for row in rows]), Event.kind == POLL_EVENT)
+                    .group_by(Event.job_id)
+                ).all()
+            )
+        samples: list[tuple[int, float | None, float]] = []
+        for job_id, submitted, issued, size in rows:
+            if submitted is None or issued is None:
+                continue
+            polled = pending.get(job_id)
+            lower = max(0.0, _seconds(polled - submitted)) if polled is not None else None
+            samples.append((size, lower, max(0.0, _seconds(issued - submitted))))
+        return samples
 
     def jobs_with_states(self, states: Iterable[JobState]) -> int:
         with self.session() as session:
@@ -806,6 +858,16 @@ def _pause_info(row: ProviderPause) -> PauseInfo:
 def _probe_wait(base: timedelta, cap: timedelta, probes: int) -> timedelta:
     wait: timedelta = base * (2 ** min(probes, 20))
     return min(cap, wait)
+
+
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
+def _append_event(session: Session, **values: Any) -> None:
+    """Insert one event with a plain INSERT: events are never read back or updated in the same
+    transaction, so the ORM's unit of work (identity map, flush) would only add CPU per step."""
+    session.execute(sa.insert(Event).values(**values))
 
 
 def _rowcount(result: Any) -> int:

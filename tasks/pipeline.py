@@ -37,7 +37,7 @@ from providers.base import (
     VerifyStatus,
 )
 from tasks import archive
-from tasks.context import policy, store
+from tasks.context import policy, processing_model, store
 from tasks.policy import Policy, at, first_poll_delay, next_poll_delay, retry_delay
 
 log = logging.getLogger("einvoice.tasks")
@@ -287,8 +287,7 @@ def _links_next_refresh(job: Job, expires_at: datetime | None, pol: Policy) -> d
 @shared_task(name=SUBMIT, acks_late=True, ignore_result=True)
 def submit(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
-    job = st.get(job_id)
-    job = st.claim(job_id, JobState.QUEUED, pol.lease_for(job.size_bytes))  # type: ignore[assignment]
+    job = st.claim(job_id, JobState.QUEUED, pol.lease_for, count_attempt=True)
     if job is None:
         return "skipped"
     if _expire_if_overdue(job, JobState.QUEUED):
@@ -297,7 +296,7 @@ def submit(job_id: str, probe: bool = False) -> str:
     if not allowed:
         return "paused"
     provider = get_provider(job.provider)
-    attempt = st.record_attempt(job.id, JobState.QUEUED)
+    attempt = job.attempts
     try:
         result = provider.submit(st.payload(job.id), job.internal_id, attempt=attempt)
     except ProviderError as exc:
@@ -315,7 +314,7 @@ def submit(job_id: str, probe: bool = False) -> str:
         return _issue(
             job, JobState.QUEUED, result.issued, result.files, pol, [Step(JobState.SUBMITTED, message, fields)], 0
         )
-    delay = first_poll_delay(pol, job.size_bytes, st.seconds_per_byte(job.provider))
+    delay = first_poll_delay(pol, job.size_bytes, processing_model(job.provider))
     next_at = _schedule(job.id, JobState.SUBMITTED, delay, pol)
     if not st.transition(
         job.id,
@@ -368,9 +367,11 @@ def _issue(
     if complete:
         _log(job, "issued and retrieved inline")
         return "retrieved"
-    dispatch(job.id, JobState.ISSUED)
     _log(job, "issued")
-    return "issued"
+    # Retrieve at once in this task rather than through another message: same queue, one task
+    # fewer per invoice. If this worker dies here, the job is `issued` and due, and the sweep
+    # dispatches the retrieve step.
+    return str(retrieve.run(job.id))
 
 
 @shared_task(name=VERIFY, acks_late=True, ignore_result=True)
@@ -394,7 +395,8 @@ def verify(job_id: str, probe: bool = False) -> str:
     _provider_answered(job.provider, pause)
     polls = job.polls + 1
     if result.status is VerifyStatus.PENDING:
-        delay = next_poll_delay(pol, job.size_bytes, st.seconds_per_byte(job.provider), polls)
+        elapsed = (utcnow() - job.submitted_at).total_seconds() if job.submitted_at else None
+        delay = next_poll_delay(pol, job.size_bytes, processing_model(job.provider), polls, elapsed=elapsed)
         if job.deadline_at and at(utcnow(), delay) > job.deadline_at:
             delay = max(0.0, (job.deadline_at - utcnow()).total_seconds())
         next_at = _schedule(job.id, JobState.SUBMITTED, delay, pol)
@@ -412,7 +414,7 @@ def verify(job_id: str, probe: bool = False) -> str:
 @shared_task(name=RETRIEVE, acks_late=True, ignore_result=True)
 def retrieve(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
-    job = st.claim(job_id, JobState.ISSUED, pol.lease_for(job_size(job_id)))
+    job = st.claim(job_id, JobState.ISSUED, pol.lease_for, count_attempt=True)
     if job is None:
         return "skipped"
     if {"xml", "pdf"} <= {artifact.kind for artifact in st.artifacts(job.id)}:
@@ -430,7 +432,7 @@ def retrieve(job_id: str, probe: bool = False) -> str:
     if not allowed:
         return "paused"
     provider = get_provider(job.provider)
-    attempt = st.record_attempt(job.id, JobState.ISSUED)
+    attempt = job.attempts
     try:
         result = provider.retrieve(job.provider_request_id or job.id)
         st.record_links(
@@ -442,7 +444,6 @@ def retrieve(job_id: str, probe: bool = False) -> str:
             next_attempt_at=None,
             refresh=False,
         )
-        job = st.get(job.id)
         _archive_links(job, result.links, provider, pol)
         if result.files:
             _archive_files(job, result.files, pol)
@@ -461,10 +462,6 @@ def retrieve(job_id: str, probe: bool = False) -> str:
     )
     _log(job, "retrieved")
     return "retrieved"
-
-
-def job_size(job_id: str) -> int:
-    return store().get(job_id).size_bytes
 
 
 def _archive_links(job: Job, links: Mapping[str, str], provider: Provider, pol: Policy) -> None:

@@ -44,7 +44,8 @@ class MySuiteConfig:
     link_ttl_seconds: float = 5 * 86400.0
     incall_attempts: int = 3
     incall_wait: float = 0.2
-    max_connections: int = 16
+    max_connections: int = 64
+    """Connections kept open per process: at least the worker's thread count, or threads queue for one."""
 
     def __post_init__(self) -> None:
         if self.environment not in MAX_PAYLOAD_BYTES:
@@ -110,4 +111,5 @@ class MySuiteConfig:
             read_timeout=number("MYSUITE_READ_TIMEOUT", 30.0),
             upload_timeout=number("MYSUITE_UPLOAD_TIMEOUT", 300.0),
             link_ttl_seconds=number("MYSUITE_LINK_TTL_SECONDS", 5 * 86400.0),
+            max_connections=integer("MYSUITE_MAX_CONNECTIONS", 64),
         )

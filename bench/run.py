@@ -1,0 +1,78 @@
+"""Run every benchmark (or the named ones): `python -m bench.run [--quick] [NAMES...]`.
+
+Each benchmark runs in a process of its own (a fresh interpreter: no state, connection or import
+carried from one to the next), prints its table and writes `bench/results/<name>.json`. `--quick`
+runs smaller versions that finish in a few minutes and writes its JSON under the system's temporary
+folder (`einvoice-bench-quick`), so the full run's figures (those in BENCHMARKS.md) stay in place.
+Needs PostgreSQL and Redis as the tests do (`BENCH_DATABASE_URL`, `BENCH_REDIS_URL`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FULL: dict[str, list[str]] = {
+    "steps": ["bench.steps", "--invoices", "1000"],
+    "throughput": ["bench.throughput", "--invoices", "5000", "--noop", "20000", "--runs", "3"],
+    "slow_provider": ["bench.slow_provider", "--invoices", "2000", "--runs", "1"],
+    "large_document": ["bench.mysuite_submit_40mb", "--runs", "3"],
+    "polling": ["bench.polling", "--documents", "24", "--max-mb", "40", "--every", "2.5"],
+    "enqueue": ["bench.enqueue", "--invoices", "300", "--runs", "3"],
+    "soak": ["bench.soak", "--invoices", "20000"],
+}
+QUICK: dict[str, list[str]] = {
+    "steps": ["bench.steps", "--invoices", "200"],
+    "throughput": ["bench.throughput", "--invoices", "600", "--noop", "4000", "--runs", "1"],
+    "slow_provider": ["bench.slow_provider", "--invoices", "400", "--runs", "1"],
+    "large_document": ["bench.mysuite_submit_40mb", "--runs", "1"],
+    "polling": ["bench.polling", "--documents", "10", "--max-mb", "12", "--every", "1.5"],
+    "enqueue": ["bench.enqueue", "--invoices", "100", "--runs", "1"],
+    "soak": ["bench.soak", "--invoices", "1500"],
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs, a few minutes in all")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(FULL)}")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    unknown = [name for name in args.names if name not in plan]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(plan)}")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if args.quick:
+        env["BENCH_RESULTS_DIR"] = str(Path(tempfile.gettempdir()) / "einvoice-bench-quick")
+    failed = []
+    for name in args.names or list(plan):
+        command = [sys.executable, "-m", *plan[name]]
+        print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
+        started = time.monotonic()
+        # A group of its own, so that an interrupted benchmark takes its workers and sandbox along.
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait()
+            raise
+        print(f"=== {name}: exit {code} after {time.monotonic() - started:.0f}s", flush=True)
+        if code != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
