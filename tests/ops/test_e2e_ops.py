@@ -104,8 +104,10 @@ def check_flower(url: str) -> None:
         tasks = httpx.get(f"{url}/api/tasks", auth=AUTH, timeout=10).json()
         return {task["name"] for task in tasks.values() if task.get("name")}
 
+    # Retrieve runs inside the verify that finds a document issued, so it shows as a task of its
+    # own only when the sweep dispatches it; being registered (above) is what Flower must show.
     wait_until(
-        lambda: {"einvoice.submit", "einvoice.verify", "einvoice.retrieve", "einvoice.sweep"} <= seen(),
+        lambda: {"einvoice.submit", "einvoice.verify", "einvoice.sweep"} <= seen(),
         timeout=10,
         what="our tasks in Flower's task list",
     )
