@@ -301,8 +301,7 @@ def main() -> None:
 
     print()
     print(
-        f"document {size / 1e6:.1f} MB (base64 {report['base64_bytes'] / 1e6:.1f} MB), "
-        f"{args.runs} runs each, medians"
+        f"document {size / 1e6:.1f} MB (base64 {report['base64_bytes'] / 1e6:.1f} MB), {args.runs} runs each, medians"
     )
     print(f"{'variant':<12} {'seconds':>8} {'peak over baseline':>20} {'x document':>11} {'validate s':>11}")
     for variant in VARIANTS:
@@ -312,10 +311,7 @@ def main() -> None:
             f"{row['median_peak_over_baseline_bytes'] / 1e6:17.1f} MB "
             f"{row['median_peak_over_document']:11.2f} {row['median_validate_seconds']:11.2f}"
         )
-    print(
-        f"target: streamed peak <= {target} x document -> "
-        f"{'met' if report['streamed_meets_target'] else 'NOT met'}"
-    )
+    print(f"target: streamed peak <= {target} x document -> {'met' if report['streamed_meets_target'] else 'NOT met'}")
     print(f"written {RESULTS}")
 
 

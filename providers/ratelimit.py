@@ -154,9 +154,7 @@ class RateLimiter:
             self._redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
             self._script = self._redis.register_script(_SCRIPT)
         self._lock = threading.Lock()
-        self._local_levels: list[tuple[float, float]] = [
-            (float(r.capacity), time.monotonic()) for r in self.rates
-        ]
+        self._local_levels: list[tuple[float, float]] = [(float(r.capacity), time.monotonic()) for r in self.rates]
         self._local_paused_until = 0.0
 
     def __repr__(self) -> str:
@@ -214,9 +212,7 @@ class RateLimiter:
         except redis.RedisError as exc:
             # Fail closed: calling without the shared budget could trip the provider's quota for
             # every worker; the job is retried later like any other transient failure.
-            raise TransientError(
-                f"{self.name}: rate limiter store unavailable ({type(exc).__name__})"
-            ) from exc
+            raise TransientError(f"{self.name}: rate limiter store unavailable ({type(exc).__name__})") from exc
         value = result.decode() if isinstance(result, bytes) else str(result)
         return float(value)
 

@@ -90,9 +90,7 @@ class HaciendaClient:
         parse_comprobante(payload, max_bytes=self.settings.max_payload_bytes, entity=self.entity or None)
 
     def submit(self, payload: bytes, internal_id: str, *, attempt: int = 1) -> SubmitResult:
-        document = parse_comprobante(
-            payload, max_bytes=self.settings.max_payload_bytes, entity=self.entity or None
-        )
+        document = parse_comprobante(payload, max_bytes=self.settings.max_payload_bytes, entity=self.entity or None)
         clave = document.clave.value
         body: dict[str, Any] = {
             "clave": clave,
@@ -135,9 +133,7 @@ class HaciendaClient:
         if estado == "aceptado":
             return VerifyResult(VerifyStatus.ISSUED, document=document, files=files)
         code, message = _rejection(estado, respuesta)
-        return VerifyResult(
-            VerifyStatus.FAILED, document=document, error_code=code, error_message=message, files=files
-        )
+        return VerifyResult(VerifyStatus.FAILED, document=document, error_code=code, error_message=message, files=files)
 
     def retrieve(self, request_id: str) -> RetrieveResult:
         clave = self._clave(request_id)
@@ -154,9 +150,7 @@ class HaciendaClient:
         )
 
     def download(self, url: str, dest: Path) -> DownloadResult:
-        raise PermanentError(
-            "hacienda publishes no download links; the respuesta-xml comes with verify/retrieve"
-        )
+        raise PermanentError("hacienda publishes no download links; the respuesta-xml comes with verify/retrieve")
 
     def close(self) -> None:
         self._http.close()
@@ -182,9 +176,7 @@ class HaciendaClient:
                     description=cause,
                 )
             if 400 <= status < 500:
-                raise PermanentError(
-                    f"hacienda refused the query (HTTP {status})", code=str(status), description=cause
-                )
+                raise PermanentError(f"hacienda refused the query (HTTP {status})", code=str(status), description=cause)
             if status != 200:
                 raise TransientError(
                     f"hacienda: unexpected answer to GET (HTTP {status})", code=str(status), description=cause
@@ -228,9 +220,7 @@ class HaciendaClient:
         self.limiter.acquire(self.settings.rate_wait)
         with observed("hacienda", operation):
             try:
-                response = self._http.request(
-                    method, url, json=body, headers={"Authorization": f"bearer {token}"}
-                )
+                response = self._http.request(method, url, json=body, headers={"Authorization": f"bearer {token}"})
             except httpx.TimeoutException as exc:
                 raise TransientError(f"hacienda: {method} timed out ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
@@ -238,9 +228,7 @@ class HaciendaClient:
             status = response.status_code
             cause = _cause(response)
             if status == 401:
-                raise _Unauthorized(
-                    "hacienda API refused the token (HTTP 401)", code="401", description=cause
-                )
+                raise _Unauthorized("hacienda API refused the token (HTTP 401)", code="401", description=cause)
             if status == 403:
                 raise AuthError(
                     "hacienda API access is blocked for these credentials (HTTP 403)",

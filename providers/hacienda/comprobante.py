@@ -96,9 +96,7 @@ def parse_clave(value: str) -> Clave:
         raise InvalidPayload("el número del consecutivo en la clave debe empezar en 1")
     situation = value[41]
     if situation not in SITUATIONS:
-        raise InvalidPayload(
-            f"situación {situation} en la clave no existe (1 normal, 2 contingencia, 3 sin internet)"
-        )
+        raise InvalidPayload(f"situación {situation} en la clave no existe (1 normal, 2 contingencia, 3 sin internet)")
     return Clave(value, issued_on, identification, consecutivo, situation, value[42:])
 
 
@@ -191,27 +189,20 @@ def parse_comprobante(payload: bytes, *, max_bytes: int, entity: str | None = No
     if expected_type is None:
         raise InvalidPayload(f"raíz {qname.localname[:60]!r} no es un comprobante electrónico soportado")
     if not (qname.namespace or "").startswith(NAMESPACE_PREFIX):
-        raise InvalidPayload(
-            f"{qname.localname} debe estar en un espacio de nombres de Hacienda ({NAMESPACE_PREFIX}…)"
-        )
+        raise InvalidPayload(f"{qname.localname} debe estar en un espacio de nombres de Hacienda ({NAMESPACE_PREFIX}…)")
     clave_text = child_text(root, "Clave")
     if clave_text is None:
         raise InvalidPayload(f"{qname.localname} no tiene Clave")
     clave = parse_clave(clave_text)
     if clave.document_type != expected_type:
         raise InvalidPayload(
-            f"la clave es de tipo {clave.document_type} pero el comprobante "
-            f"es {qname.localname} ({expected_type})"
+            f"la clave es de tipo {clave.document_type} pero el comprobante es {qname.localname} ({expected_type})"
         )
     consecutivo = child_text(root, "NumeroConsecutivo")
     if consecutivo != clave.consecutivo:
-        raise InvalidPayload(
-            "NumeroConsecutivo no coincide con el consecutivo de la clave (posiciones 22-41)"
-        )
+        raise InvalidPayload("NumeroConsecutivo no coincide con el consecutivo de la clave (posiciones 22-41)")
     fecha = child_text(root, "FechaEmision")
-    if fecha is None or not re.fullmatch(
-        r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})", fecha
-    ):
+    if fecha is None or not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})", fecha):
         raise InvalidPayload("FechaEmision falta o no tiene el formato yyyy-MM-ddTHH:mm:ss±hh:mm")
     emisor = _party(root, "Emisor")
     if emisor is None:

@@ -61,9 +61,7 @@ def sample_comprobante(
     """A v4.4 comprobante of `doc_type` with `lines` detail lines; `clave` overrides the computed one."""
     root, ns_name = NAMESPACES[doc_type]
     numero = consecutivo(sequence, doc_type)
-    key = clave or build_clave(
-        emisor[1], numero, issued=issued, situation=situation, security_code=security_code
-    )
+    key = clave or build_clave(emisor[1], numero, issued=issued, situation=situation, security_code=security_code)
     fecha = issued.isoformat(timespec="seconds")
     detail = "".join(
         f"""

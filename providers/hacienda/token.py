@@ -222,9 +222,7 @@ class TokenSource:
                     lifetime=float(body["expires_in"]),
                     refresh_token=body.get("refresh_token"),
                     refresh_expires_at=(
-                        started + float(body["refresh_expires_in"])
-                        if body.get("refresh_expires_in")
-                        else None
+                        started + float(body["refresh_expires_in"]) if body.get("refresh_expires_in") else None
                     ),
                 )
             except (ValueError, KeyError, TypeError) as exc:

@@ -232,9 +232,7 @@ class MySuiteClient:
 
     def _submit_async(self, payload: bytes, internal_id: str) -> SubmitResult:
         with observed(PROVIDER, "submit"):
-            reply = self._exchange(
-                self.config.async_url, "ASYNC_CONVERT_NATIVE_XML", payload, internal_id, upload=True
-            )
+            reply = self._exchange(self.config.async_url, "ASYNC_CONVERT_NATIVE_XML", payload, internal_id, upload=True)
             if reply.result:
                 return SubmitResult(request_id=parse_request_id(reply.response_data1))
             if reply.code == DUPLICATE_CODE:

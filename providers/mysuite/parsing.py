@@ -247,9 +247,7 @@ def looks_like_auth_failure(reply: TransactionReply) -> bool:
 
 def refusal_error(reply: TransactionReply, operation: str) -> PermanentError | AuthError:
     """The error for `Result=false`: auth-looking refusals stop the provider, others fail the job."""
-    cls: type[PermanentError] | type[AuthError] = (
-        AuthError if looks_like_auth_failure(reply) else PermanentError
-    )
+    cls: type[PermanentError] | type[AuthError] = AuthError if looks_like_auth_failure(reply) else PermanentError
     return cls(
         f"MYSuite refused {operation}",
         code=reply.code,

@@ -30,9 +30,7 @@ def check_internal_id(internal_id: str) -> None:
     if not isinstance(internal_id, str) or not internal_id:
         raise InvalidPayload("internal id is empty; MYSuite requires one (Data2)")
     if len(internal_id) > MAX_INTERNAL_ID:
-        raise InvalidPayload(
-            f"internal id is {len(internal_id)} characters; MYSuite accepts at most {MAX_INTERNAL_ID}"
-        )
+        raise InvalidPayload(f"internal id is {len(internal_id)} characters; MYSuite accepts at most {MAX_INTERNAL_ID}")
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in internal_id):
         raise InvalidPayload("internal id contains control characters")
     if internal_id != internal_id.strip():
@@ -96,14 +94,11 @@ def check_payload(payload: bytes, max_bytes: int, environment: str) -> None:
         raise InvalidPayload("document is empty")
     if size > max_bytes:
         raise InvalidPayload(
-            f"document is {size} bytes; the MYSuite {environment} environment accepts at most "
-            f"{_describe(max_bytes)}"
+            f"document is {size} bytes; the MYSuite {environment} environment accepts at most {_describe(max_bytes)}"
         )
     root = _root_from_head(payload)
     probe = _WellFormed() if root is not None else _RootProbe()
-    parser = etree.XMLParser(
-        target=probe, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
-    )
+    parser = etree.XMLParser(target=probe, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
     view = memoryview(payload)
     try:
         for start in range(0, size, _FEED_SLICE):
@@ -154,9 +149,7 @@ def native_internal_number(payload: bytes) -> str | None:
     nothing worth measuring. Returns None for a document without one or that cannot be read.
     """
     probe = _InternalNumberProbe()
-    parser = etree.XMLParser(
-        target=probe, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
-    )
+    parser = etree.XMLParser(target=probe, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
     try:
         parser.feed(payload)
         result: str | None = parser.close()

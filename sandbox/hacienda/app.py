@@ -95,9 +95,7 @@ class _DroppedConnection(Response):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"512")]})
 
 
-def _error(
-    status: int, cause: str, *, validation: bool = False, headers: dict[str, str] | None = None
-) -> Response:
+def _error(status: int, cause: str, *, validation: bool = False, headers: dict[str, str] | None = None) -> Response:
     all_headers = {"X-Error-Cause": cause, **(headers or {})}
     if validation:
         all_headers["validation-exception"] = "true"
@@ -132,9 +130,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
         if draw < config.error_share:
             state.totals[f"fault_{config.error_status}"] += 1
             if config.error_status == 499:
-                return _error(
-                    499, "La petición no pudo ser recibida por la plataforma. Debe reintentarse el proceso."
-                )
+                return _error(499, "La petición no pudo ser recibida por la plataforma. Debe reintentarse el proceso.")
             return _error(config.error_status, "Error interno del API de recepción (falla simulada)")
         draw -= config.error_share
         if draw < config.malformed_share:
@@ -265,12 +261,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
     def authenticate(request: Request) -> Response | None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         issued = state.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
-        if (
-            state.config.refuse_tokens
-            or issued is None
-            or issued.kind != "access"
-            or issued.expires_at <= time.time()
-        ):
+        if state.config.refuse_tokens or issued is None or issued.kind != "access" or issued.expires_at <= time.time():
             state.totals["status_401"] += 1
             return _error(
                 401,
@@ -331,9 +322,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
             or not emisor.get("tipoIdentificacion")
             or not emisor.get("numeroIdentificacion")
         ):
-            return _error(
-                400, "El campo emisor requiere tipoIdentificacion y numeroIdentificacion", validation=True
-            )
+            return _error(400, "El campo emisor requiere tipoIdentificacion y numeroIdentificacion", validation=True)
         callback = body.get("callbackUrl")
         valid_callback = isinstance(callback, str) and re.match(r"https?://[^/\s]+", callback)
         if callback is not None and not valid_callback:
@@ -346,9 +335,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
         if clave in state.documents:
             state.count(clave, "duplicates")
             state.totals["duplicates"] += 1
-            return _error(
-                400, f"El comprobante con la Clave [{clave}] ya fue recibido anteriormente.", validation=True
-            )
+            return _error(400, f"El comprobante con la Clave [{clave}] ya fue recibido anteriormente.", validation=True)
         state.documents[clave] = _process(state.config, clave, body, xml)
         state.count(clave, "created")
         state.totals["created"] += 1
@@ -367,9 +354,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
         state.count(key, "gets")
         body = _status_body(state.config, document)
         if fault == "malformed":
-            return Response(
-                json.dumps(body)[:25], status_code=200, media_type="application/json", headers=headers
-            )
+            return Response(json.dumps(body)[:25], status_code=200, media_type="application/json", headers=headers)
         return JSONResponse(body, headers=headers)
 
     # ---- Admin -----------------------------------------------------------------------------
@@ -400,8 +385,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
                 "totals": dict(state.totals),
                 "claves": {clave: dict(c) for clave, c in state.per_clave.items()},
                 "tokens": {
-                    name: state.totals[name]
-                    for name in ("logins", "refreshes", "login_failures", "refresh_failures")
+                    name: state.totals[name] for name in ("logins", "refreshes", "login_failures", "refresh_failures")
                 },
             }
         )
@@ -477,9 +461,7 @@ def _local(node: etree._Element, *path: str) -> str | None:
     for name in path:
         if current is None:
             return None
-        current = next(
-            (c for c in current if isinstance(c.tag, str) and etree.QName(c).localname == name), None
-        )
+        current = next((c for c in current if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
     if current is None or current.text is None:
         return None
     return str(current.text).strip()

@@ -61,11 +61,7 @@ class HaciendaSandboxConfig:
         if preset not in ("default", "bench"):
             raise ValueError(f"{ENV_PREFIX}PRESET must be default or bench, not {preset!r}")
         base = cls.bench() if preset == "bench" else cls()
-        updates = {
-            f.name: env[ENV_PREFIX + f.name.upper()]
-            for f in fields(cls)
-            if ENV_PREFIX + f.name.upper() in env
-        }
+        updates = {f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(cls) if ENV_PREFIX + f.name.upper() in env}
         return base.updated(updates)
 
     def updated(self, changes: Mapping[str, Any]) -> HaciendaSandboxConfig:
@@ -85,9 +81,7 @@ class HaciendaSandboxConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.status_style not in ("hyphen", "camel"):
-            raise ValueError(
-                "status_style must be hyphen (ind-estado, lower case) or camel (indEstado, upper case)"
-            )
+            raise ValueError("status_style must be hyphen (ind-estado, lower case) or camel (indEstado, upper case)")
         if self.fault_scope not in ("all", "idp", "recepcion"):
             raise ValueError("fault_scope must be all, idp or recepcion")
         if not (self.error_status == 499 or 500 <= self.error_status <= 599):

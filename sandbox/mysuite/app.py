@@ -151,14 +151,10 @@ class MySuiteSandbox:
         query = request.url.query.lower()
         if query.split("&")[0] == "wsdl" or "wsdl" in (key.lower() for key in request.query_params):
             location = self._public_url(request, request.url.path)
-            body = _ADDRESS_RE.sub(
-                lambda match: match.group(1) + location.encode() + match.group(2), self.wsdl
-            )
+            body = _ADDRESS_RE.sub(lambda match: match.group(1) + location.encode() + match.group(2), self.wsdl)
             await Response(body, media_type="text/xml; charset=utf-8")(scope, receive, send)
             return
-        page = (
-            b"<html><body><h1>FactWSFront</h1><p>Simulated MYSuite service. Append ?WSDL.</p></body></html>"
-        )
+        page = b"<html><body><h1>FactWSFront</h1><p>Simulated MYSuite service. Append ?WSDL.</p></body></html>"
         await Response(page, media_type="text/html; charset=utf-8")(scope, receive, send)
 
     def _public_url(self, request: Request, path: str) -> str:
@@ -259,9 +255,7 @@ class MySuiteSandbox:
             return Response(b"Not Found", status_code=404, media_type="text/plain")
         self.store.count_file("downloads")
         body, media, name = content
-        return Response(
-            body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
-        )
+        return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     # Admin
 

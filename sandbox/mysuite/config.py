@@ -98,9 +98,7 @@ class MySuiteSandboxConfig:
         data["effective_processor"] = self.effective_processor
         return data
 
-    def updated(
-        self, changes: Mapping[str, Any], default: MySuiteSandboxConfig | None = None
-    ) -> MySuiteSandboxConfig:
+    def updated(self, changes: Mapping[str, Any], default: MySuiteSandboxConfig | None = None) -> MySuiteSandboxConfig:
         """Apply a partial update (admin JSON or environment); `preset` is applied before the other keys."""
         base = self
         preset = changes.get("preset")
@@ -124,9 +122,7 @@ class MySuiteSandboxConfig:
         `default` returns to the configuration the app started with (by default, the environment's).
         """
         if preset == "bench":
-            return dataclasses.replace(
-                self, min_bytes=0, processing_base_seconds=0.0, seconds_per_mb=0.0, latency_ms=0
-            )
+            return dataclasses.replace(self, min_bytes=0, processing_base_seconds=0.0, seconds_per_mb=0.0, latency_ms=0)
         if preset == "default":
             return default if default is not None else MySuiteSandboxConfig.from_env()
         raise ConfigError(f"preset must be one of {list(PRESETS)}")

@@ -89,9 +89,7 @@ def decode_base64(text: str) -> bytes:
 
 
 def _parser(**options: object) -> etree.XMLPullParser:
-    return etree.XMLPullParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True, **options
-    )
+    return etree.XMLPullParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True, **options)
 
 
 def parse_native(data: bytes) -> NativeDocument:
@@ -142,9 +140,7 @@ def _check_prolog(data: bytes) -> None:
                 if first.getroottree().docinfo.doctype:
                     raise NativeError("El XML nativo no puede contener una declaración DOCTYPE.")
                 if first.tag != ROOT_TAG:
-                    raise NativeError(
-                        f"El elemento raíz debe ser fx:FactDocMX del espacio de nombres {FX_NS}."
-                    )
+                    raise NativeError(f"El elemento raíz debe ser fx:FactDocMX del espacio de nombres {FX_NS}.")
                 return
     except etree.XMLSyntaxError as exc:
         raise NativeError(f"El XML nativo no está bien formado: {exc.msg}") from None
@@ -165,9 +161,7 @@ def _prune(root: etree._Element, values: dict[str, str], *, final: bool) -> None
         name = _WANTED_TAGS.get(child.tag) if isinstance(child.tag, str) else None
         if name is not None:
             for path, key in _WANTED[name].items():
-                found = (
-                    child if not path else child.find("/".join(f"{{{FX_NS}}}{p}" for p in path.split("/")))
-                )
+                found = child if not path else child.find("/".join(f"{{{FX_NS}}}{p}" for p in path.split("/")))
                 if found is not None and key not in values:
                     values[key] = (found.text or "").strip()
     if finished:

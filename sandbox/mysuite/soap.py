@@ -146,9 +146,7 @@ class EnvelopeReader:
 
     def __init__(self, soap12: bool, action: str) -> None:
         if action in OTHER_ACTIONS:
-            raise SoapFault(
-                f"Operation {action.rsplit('/', 1)[1]} is not simulated by the sandbox.", client=False
-            )
+            raise SoapFault(f"Operation {action.rsplit('/', 1)[1]} is not simulated by the sandbox.", client=False)
         if action != SOAP_ACTION:
             raise SoapFault(f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")
         self.soap12 = soap12
@@ -296,9 +294,7 @@ def render_fault(fault: SoapFault, soap12: bool) -> bytes:
     text = escape(fault.message)
     if soap12:
         code = (
-            "soap:VersionMismatch"
-            if fault.version_mismatch
-            else ("soap:Sender" if fault.client else "soap:Receiver")
+            "soap:VersionMismatch" if fault.version_mismatch else ("soap:Sender" if fault.client else "soap:Receiver")
         )
         body = (
             f"<soap:Fault><soap:Code><soap:Value>{code}</soap:Value></soap:Code>"
@@ -306,15 +302,8 @@ def render_fault(fault: SoapFault, soap12: bool) -> bytes:
             "<soap:Detail /></soap:Fault>"
         )
     else:
-        code = (
-            "soap:VersionMismatch"
-            if fault.version_mismatch
-            else ("soap:Client" if fault.client else "soap:Server")
-        )
-        body = (
-            f"<soap:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring>"
-            "<detail /></soap:Fault>"
-        )
+        code = "soap:VersionMismatch" if fault.version_mismatch else ("soap:Client" if fault.client else "soap:Server")
+        body = f"<soap:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring><detail /></soap:Fault>"
     envelope = f"{_envelope_open(soap12)}<soap:Body>{body}</soap:Body></soap:Envelope>"
     return f'<?xml version="1.0" encoding="utf-8"?>{envelope}'.encode()
 

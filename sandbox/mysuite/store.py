@@ -86,9 +86,7 @@ class Store:
     async_counters: dict[str, AsyncCounter] = field(default_factory=dict)
     sync_counters: dict[str, SyncCounter] = field(default_factory=dict)
     transactions: dict[str, TransactionCounter] = field(default_factory=dict)
-    files: dict[str, int] = field(
-        default_factory=lambda: {"downloads": 0, "expired": 0, "not_found": 0, "faults": 0}
-    )
+    files: dict[str, int] = field(default_factory=lambda: {"downloads": 0, "expired": 0, "not_found": 0, "faults": 0})
 
     def reset(self) -> None:
         with self.lock:
@@ -176,12 +174,10 @@ class Store:
 
     def _index(self, document: IssuedDocument) -> None:
         if document.native.numero_interno:
-            self.issued_by_internal_id.setdefault(
-                (document.entity, document.native.numero_interno), []
-            ).append(document)
-        self.issued_by_serial.setdefault((document.entity, document.batch, document.serial), []).append(
-            document
-        )
+            self.issued_by_internal_id.setdefault((document.entity, document.native.numero_interno), []).append(
+                document
+            )
+        self.issued_by_serial.setdefault((document.entity, document.batch, document.serial), []).append(document)
 
     def lookup_internal_id(self, entity: str, internal_id: str, now: float) -> list[IssuedDocument]:
         with self.lock:
@@ -217,8 +213,7 @@ class Store:
                 for key, counter in self.sync_counters.items()
             }
             transactions = {
-                name: {"calls": counter.calls, "faults": counter.faults}
-                for name, counter in self.transactions.items()
+                name: {"calls": counter.calls, "faults": counter.faults} for name, counter in self.transactions.items()
             }
             return {
                 "async": per_internal_id,

@@ -259,9 +259,7 @@ class Transactions:
             result=True,
             code=CODE_OK,
             response_data1=b64(_async_request_xml(fields)),
-            response_data2=b64(
-                _async_request_json(fields, found.enrolled_at, self.config().json_leading_space)
-            ),
+            response_data2=b64(_async_request_json(fields, found.enrolled_at, self.config().json_leading_space)),
         )
 
     def _own_request(self, request: SoapRequest) -> AsyncRequest | Answer:
@@ -358,15 +356,12 @@ class Transactions:
     def _lookup_issued_internal_id(self, request: SoapRequest, base_url: str) -> Answer:
         internal_id = request.text("Data1")
         if not internal_id:
-            return fail(
-                CODE_BAD_PARAMETER, "Data1 debe contener el número interno a buscar.", "Parámetro inválido"
-            )
+            return fail(CODE_BAD_PARAMETER, "Data1 debe contener el número interno a buscar.", "Parámetro inválido")
         found = self.store.lookup_internal_id(request.text("Entity"), internal_id, time.time())
         if not found:
             return Answer(result=True, code=CODE_OK, response_data1="0")
         rows = "".join(
-            f'<Document uuid="{doc.guid}" batch="{_attr(doc.batch)}" serial="{_attr(doc.serial)}" />'
-            for doc in found
+            f'<Document uuid="{doc.guid}" batch="{_attr(doc.batch)}" serial="{_attr(doc.serial)}" />' for doc in found
         )
         listing = f'<?xml version="1.0" encoding="utf-8"?><Documents>{rows}</Documents>'
         return Answer(result=True, code=CODE_OK, response_data1=str(len(found)), response_data2=b64(listing))
@@ -381,9 +376,7 @@ class Transactions:
             request.text("Entity"), request.text("Data1"), request.text("Data2"), time.time()
         )
         if document is None:
-            return fail(
-                CODE_NOT_FOUND, "No se encontró un documento con la serie y folio indicados.", "No encontrado"
-            )
+            return fail(CODE_NOT_FOUND, "No se encontró un documento con la serie y folio indicados.", "No encontrado")
         return _document_answer(document, formats)
 
 
@@ -457,9 +450,7 @@ def _async_request_xml(fields: list[tuple[str, str | int | None]]) -> str:
     return "\r\n".join(lines)
 
 
-def _async_request_json(
-    fields: list[tuple[str, str | int | None]], enrolled_at: int, leading_space: bool
-) -> str:
+def _async_request_json(fields: list[tuple[str, str | int | None]], enrolled_at: int, leading_space: bool) -> str:
     """The verify payload as the seed shows it: `{ "K": v, ... }` with `/Date(ms)/` and JSON nulls."""
     items = []
     for name, value in fields:

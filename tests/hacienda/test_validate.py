@@ -20,9 +20,7 @@ GOOD = build_clave("3101123456", consecutivo(1), security_code="12345678")
 @pytest.fixture(scope="module")
 def client():
     client = HaciendaClient(
-        HaciendaSettings(
-            username="cpj-3-101-123456@stag.comprobanteselectronicos.go.cr", max_payload_bytes=64_000
-        )
+        HaciendaSettings(username="cpj-3-101-123456@stag.comprobanteselectronicos.go.cr", max_payload_bytes=64_000)
     )
     yield client
     client.close()
@@ -122,9 +120,7 @@ def test_clave_type_must_match_the_root_element(client):
 def test_clave_identification_must_be_the_emisor(client):
     payload = sample_comprobante(1)
     with pytest.raises(InvalidPayload, match="emisor no coincide"):
-        client.validate(
-            _replace(payload, "<Numero>3101123456</Numero>", "<Numero>3101999999</Numero>"), "inv"
-        )
+        client.validate(_replace(payload, "<Numero>3101123456</Numero>", "<Numero>3101999999</Numero>"), "inv")
 
 
 def test_document_of_another_emisor_is_refused(client):
@@ -141,10 +137,7 @@ def test_fecha_emision_is_required(client):
 
 def test_entity_comes_from_the_username_or_the_setting():
     assert HaciendaSettings(username="cpf-01-1234-5678@comprobanteselectronicos.go.cr").entity == "112345678"
-    assert (
-        HaciendaSettings(username="cpj-3-101-123456@stag.comprobanteselectronicos.go.cr").entity
-        == "3101123456"
-    )
+    assert HaciendaSettings(username="cpj-3-101-123456@stag.comprobanteselectronicos.go.cr").entity == "3101123456"
     assert HaciendaSettings(username="x@y", entity_override="155812345678").entity == "155812345678"
 
 

@@ -84,11 +84,7 @@ def test_async_submit_verify_retrieve_download(
     retrieved = client.retrieve(submitted.request_id)
     assert set(retrieved.links) == {"xml", "pdf"}
     assert retrieved.expires_at is not None
-    assert (
-        timedelta(days=5) - timedelta(seconds=5)
-        < retrieved.expires_at - before
-        <= timedelta(days=5, seconds=5)
-    )
+    assert timedelta(days=5) - timedelta(seconds=5) < retrieved.expires_at - before <= timedelta(days=5, seconds=5)
     assert retrieved.document is not None and retrieved.document.guid == document.guid
     again = client.retrieve(submitted.request_id)
     assert again.links["xml"] != retrieved.links["xml"]  # every call makes new links
@@ -114,9 +110,7 @@ def test_async_submit_verify_retrieve_download(
     ]
 
 
-def test_raw_link_content_is_sniffed(
-    sandbox: MySuiteSandbox, make_client: MakeClient, tmp_path: Path
-) -> None:
+def test_raw_link_content_is_sniffed(sandbox: MySuiteSandbox, make_client: MakeClient, tmp_path: Path) -> None:
     sandbox.configure(link_content="raw")
     client = make_client()
     request_id = client.submit(native_xml(LARGE, internal_id="INV-RAW"), "INV-RAW").request_id
@@ -180,16 +174,12 @@ def test_lost_async_answer_then_resend_adopts(sandbox: MySuiteSandbox, make_clie
 # -- the sync path -------------------------------------------------------------------------------
 
 
-def test_small_documents_are_converted_synchronously(
-    sandbox: MySuiteSandbox, make_client: MakeClient
-) -> None:
+def test_small_documents_are_converted_synchronously(sandbox: MySuiteSandbox, make_client: MakeClient) -> None:
     client = make_client()
     result = client.submit(native_xml(internal_id="INV-S1"), "INV-S1")
     assert result.issued is not None and result.request_id == result.issued.guid
     assert result.issued.serial and result.issued.year
-    assert (
-        result.files["xml"].lstrip().startswith(b"<") and result.issued.guid.encode() in result.files["xml"]
-    )
+    assert result.files["xml"].lstrip().startswith(b"<") and result.issued.guid.encode() in result.files["xml"]
     assert result.files["pdf"].startswith(b"%PDF")
     assert sandbox.calls("CONVERT_NATIVE_XML") == 1 and sandbox.calls("ASYNC_CONVERT_NATIVE_XML") == 0
 
@@ -239,9 +229,7 @@ def test_invalid_native_document_is_permanent(sandbox: MySuiteSandbox, make_clie
 # -- size rules ----------------------------------------------------------------------------------
 
 
-def test_test_environment_refuses_over_4_mib_without_calling(
-    sandbox: MySuiteSandbox, make_client: MakeClient
-) -> None:
+def test_test_environment_refuses_over_4_mib_without_calling(sandbox: MySuiteSandbox, make_client: MakeClient) -> None:
     client = make_client(environment="test")
     with pytest.raises(InvalidPayload, match="at most 4194304 bytes"):
         client.submit(native_xml((4 << 20) + 10_000), "INV-BIG")
@@ -291,9 +279,7 @@ def test_expired_and_forged_links(sandbox: MySuiteSandbox, make_client: MakeClie
     assert client.download(fresh["xml"], tmp_path / "x.zip").size > 0
 
 
-def test_download_server_errors_are_transient(
-    sandbox: MySuiteSandbox, make_client: MakeClient, tmp_path: Path
-) -> None:
+def test_download_server_errors_are_transient(sandbox: MySuiteSandbox, make_client: MakeClient, tmp_path: Path) -> None:
     client = make_client()
     request_id = client.submit(native_xml(LARGE, internal_id="INV-DL"), "INV-DL").request_id
     links = client.retrieve(request_id).links
@@ -337,9 +323,7 @@ def test_fault_knobs_are_transient_and_idempotent_calls_retry(
     assert client.verify(request_id).status is VerifyStatus.ISSUED
 
 
-def test_intermittent_faults_are_absorbed_by_in_call_retries(
-    sandbox: MySuiteSandbox, make_client: MakeClient
-) -> None:
+def test_intermittent_faults_are_absorbed_by_in_call_retries(sandbox: MySuiteSandbox, make_client: MakeClient) -> None:
     client = make_client()
     request_id = client.submit(native_xml(LARGE, internal_id="INV-I"), "INV-I").request_id
     sandbox.configure(seed=7, http500_rate=0.3, fault_transactions=["ASYNC_CONVERT_VERIFY"])
@@ -349,9 +333,7 @@ def test_intermittent_faults_are_absorbed_by_in_call_retries(
     assert counters["faults"] > 0 and counters["calls"] == 10 + counters["faults"]
 
 
-def test_wrong_requestor_is_an_auth_error(
-    sandbox: MySuiteSandbox, make_client: MakeClient, caplog: Any
-) -> None:
+def test_wrong_requestor_is_an_auth_error(sandbox: MySuiteSandbox, make_client: MakeClient, caplog: Any) -> None:
     sandbox.configure(requestor="99999999-9999-9999-9999-999999999999")
     client = make_client()
     caplog.set_level(logging.DEBUG)
@@ -389,12 +371,8 @@ def test_read_timeout_is_transient(sandbox: MySuiteSandbox, make_client: MakeCli
 def test_upload_timeout_applies_to_submits(sandbox: MySuiteSandbox, make_client: MakeClient) -> None:
     sandbox.configure(latency_ms=600)
     with pytest.raises(TransientError, match="timed out"):
-        make_client(read_timeout=5.0, upload_timeout=0.2).submit(
-            native_xml(LARGE, internal_id="INV-U"), "INV-U"
-        )
-    result = make_client(read_timeout=0.2, upload_timeout=5.0).submit(
-        native_xml(LARGE, internal_id="INV-U2"), "INV-U2"
-    )
+        make_client(read_timeout=5.0, upload_timeout=0.2).submit(native_xml(LARGE, internal_id="INV-U"), "INV-U")
+    result = make_client(read_timeout=0.2, upload_timeout=5.0).submit(native_xml(LARGE, internal_id="INV-U2"), "INV-U2")
     assert result.request_id
 
 
@@ -467,9 +445,7 @@ def test_http_statuses_on_downloads(
 
 def test_one_client_shared_by_threads(sandbox: MySuiteSandbox, make_client: MakeClient) -> None:
     client = make_client()
-    request_ids = [
-        client.submit(native_xml(LARGE, internal_id=f"INV-C{i}"), f"INV-C{i}").request_id for i in range(3)
-    ]
+    request_ids = [client.submit(native_xml(LARGE, internal_id=f"INV-C{i}"), f"INV-C{i}").request_id for i in range(3)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda rid: client.verify(rid).status, request_ids * 8))
     assert statuses == [VerifyStatus.ISSUED] * 24

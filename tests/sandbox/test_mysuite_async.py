@@ -76,9 +76,7 @@ def test_same_data2_under_another_entity_is_a_different_request(mysuite: Client)
 def test_concurrent_resends_create_exactly_one_document(mysuite: Client) -> None:
     payload = b64(native_xml(200_000))
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(
-            pool.map(lambda _: mysuite.call("ASYNC_CONVERT_NATIVE_XML", payload, "race"), range(8))
-        )
+        answers = list(pool.map(lambda _: mysuite.call("ASYNC_CONVERT_NATIVE_XML", payload, "race"), range(8)))
     assert sum(answer.result for answer in answers) == 1
     assert {answer.code for answer in answers if not answer.result} == {3196}
     assert len({answer.data(1) for answer in answers}) == 1
@@ -115,9 +113,7 @@ def test_size_rules_of_the_test_environment(mysuite: Client) -> None:
 def test_minimum_is_exclusive_and_maximum_inclusive_on_decoded_bytes(mysuite: Client) -> None:
     mysuite.admin(min_bytes=3000, max_bytes=6000)
     sized = {n: _exact(n) for n in (3000, 3001, 6000, 6001)}
-    results = {
-        n: mysuite.call("ASYNC_CONVERT_NATIVE_XML", b64(body), f"n{n}").result for n, body in sized.items()
-    }
+    results = {n: mysuite.call("ASYNC_CONVERT_NATIVE_XML", b64(body), f"n{n}").result for n, body in sized.items()}
     assert results == {3000: False, 3001: True, 6000: True, 6001: False}
 
 
@@ -151,9 +147,7 @@ def test_production_environment_allows_up_to_40_mib(mysuite: Client) -> None:
     ],
     ids=["foreign-root", "wrong-namespace", "old-version", "no-rfc", "truncated", "doctype"],
 )
-def test_input_that_is_not_a_native_v8_document_is_refused(
-    mysuite: Client, body: bytes, fragment: str
-) -> None:
+def test_input_that_is_not_a_native_v8_document_is_refused(mysuite: Client, body: bytes, fragment: str) -> None:
     padded = body + b" " * max(0, 2048 - len(body))
     answer = mysuite.call("ASYNC_CONVERT_NATIVE_XML", b64(padded), "bad-doc")
     assert not answer.result and answer.code not in (1, 3196)
@@ -175,9 +169,7 @@ def test_verify_goes_from_pending_to_issued_in_both_formats(mysuite: Client) -> 
     assert [child.tag for child in xml] == ["Entity", "Uuid", "InternalID", "EnrolledTimeStamp", "Status"]
     assert xml.findtext("Status") == "1" and xml.findtext("Uuid") == request_id
     pending_json = json.loads(pending.decoded(2))
-    assert (
-        pending_json["Status"] == 1 and pending_json["DocumentGUID"] is None and pending_json["Year"] is None
-    )
+    assert pending_json["Status"] == 1 and pending_json["DocumentGUID"] is None and pending_json["Year"] is None
 
     done = wait_until_processed(mysuite, request_id)
     assert done["Status"] == 2
@@ -216,9 +208,9 @@ def test_json_leading_space_knob_reproduces_the_seed(mysuite: Client) -> None:
     request_id = mysuite.submit("inv-space").data(1) or ""
     payload = json.loads(mysuite.call("ASYNC_CONVERT_VERIFY", request_id).decoded(2))
     assert payload["InternalID"] == " inv-space"
-    assert etree.fromstring(mysuite.call("ASYNC_CONVERT_VERIFY", request_id).decoded(1)).findtext(
-        "InternalID"
-    ) == ("inv-space")
+    assert etree.fromstring(mysuite.call("ASYNC_CONVERT_VERIFY", request_id).decoded(1)).findtext("InternalID") == (
+        "inv-space"
+    )
 
 
 def test_failure_share_ends_in_status_3_with_a_base64_message(mysuite: Client) -> None:
@@ -275,8 +267,7 @@ def test_request_of_another_entity_is_not_visible(mysuite: Client) -> None:
 def test_retrieve_only_once_issued_and_with_new_links_each_time(mysuite: Client) -> None:
     mysuite.admin(processing_base_seconds=0.3)
     request_id = (
-        mysuite.call("ASYNC_CONVERT_NATIVE_XML", b64(native_xml(serie="A", folio="77")), "inv-links").data(1)
-        or ""
+        mysuite.call("ASYNC_CONVERT_NATIVE_XML", b64(native_xml(serie="A", folio="77")), "inv-links").data(1) or ""
     )
     early = mysuite.call("ASYNC_RETRIEVE_DOCUMENT", request_id)
     assert not early.result and early.code != 1

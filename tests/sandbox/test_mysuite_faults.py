@@ -125,9 +125,7 @@ def test_files_are_faulted_only_when_asked(mysuite: Client) -> None:
 
 def test_bench_preset_removes_minimum_and_waiting(mysuite: Client) -> None:
     config = mysuite.admin(preset="bench", latency_ms=5)
-    assert (
-        config["min_bytes"] == 0 and config["processing_base_seconds"] == 0 and config["seconds_per_mb"] == 0
-    )
+    assert config["min_bytes"] == 0 and config["processing_base_seconds"] == 0 and config["seconds_per_mb"] == 0
     assert config["latency_ms"] == 5
     config = mysuite.admin(preset="bench")
     assert config["latency_ms"] == 0

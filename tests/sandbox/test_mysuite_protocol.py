@@ -122,9 +122,7 @@ def test_soap_12_is_answered_in_soap_12(mysuite: Client) -> None:
     ["/mysuite/ASYNC/FACTWSFRONT.ASMX", "/mysuite/async/FactWSFront.asmx", "/mysuite/Sync/factwsfront.asmx"],
 )
 def test_paths_are_case_insensitive(mysuite: Client, path: str) -> None:
-    transaction = (
-        "ASYNC_CONVERT_VERIFY" if "sync/" not in path.lower() or "async" in path.lower() else "GET_DOCUMENT"
-    )
+    transaction = "ASYNC_CONVERT_VERIFY" if "sync/" not in path.lower() or "async" in path.lower() else "GET_DOCUMENT"
     response = mysuite.post(path, envelope(transaction, str(uuid.uuid4()), "1"))
     assert response.status_code == 200
     assert Answer(response, etree.fromstring(response.content)).text("Request/Transaction") == transaction
@@ -296,9 +294,7 @@ def all_kinds_of_answers(mysuite: Client) -> list[Answer]:
     answers.append(mysuite.call("ASYNC_CONVERT_VERIFY", mysuite.submit("schema-2").data(1) or ""))
     answers.append(mysuite.call("ASYNC_CONVERT_VERIFY", str(uuid.uuid4())))
     answers.append(mysuite.call("ASYNC_CONVERT_NATIVE_XML", "", ""))
-    converted = mysuite.call(
-        "CONVERT_NATIVE_XML", b64(native_xml(numero_interno="S-1", serie="B")), "XML PDF"
-    )
+    converted = mysuite.call("CONVERT_NATIVE_XML", b64(native_xml(numero_interno="S-1", serie="B")), "XML PDF")
     answers.append(converted)
     answers.append(mysuite.call("CONVERT_NATIVE_XML", "<bad/>", "XML"))
     answers.append(mysuite.call("LOOKUP_ISSUED_INTERNAL_ID", "S-1"))

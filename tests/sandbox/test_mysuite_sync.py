@@ -32,9 +32,7 @@ def test_convert_returns_identifier_xml_and_pdf(mysuite: Client) -> None:
 
 
 def test_raw_xml_data1_is_accepted_too(mysuite: Client) -> None:
-    answer = mysuite.call(
-        "CONVERT_NATIVE_XML", "  " + native_xml(numero_interno="RAW-1").decode() + "\n", "XML"
-    )
+    answer = mysuite.call("CONVERT_NATIVE_XML", "  " + native_xml(numero_interno="RAW-1").decode() + "\n", "XML")
     assert answer.result, answer.text("Response/Data")
     assert answer.text("Response/Identifier/InternalID") == "RAW-1"
 
@@ -62,9 +60,7 @@ def test_invalid_native_documents_are_refused(mysuite: Client) -> None:
 
 def test_folios_are_assigned_per_serie_when_not_requested(mysuite: Client) -> None:
     serials = [
-        mysuite.call("CONVERT_NATIVE_XML", b64(native_xml(serie="Z")), "XML").text(
-            "Response/Identifier/Serial"
-        )
+        mysuite.call("CONVERT_NATIVE_XML", b64(native_xml(serie="Z")), "XML").text("Response/Identifier/Serial")
         for _ in range(3)
     ]
     assert serials == ["1", "2", "3"]
