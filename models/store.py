@@ -63,6 +63,8 @@ class Step:
     to_state: JobState
     message: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    kind: str = "transition"
 
 
 TransitionObserver = Callable[[TransitionInfo], None]
@@ -320,43 +322,19 @@ class Store:
         kind: str = "transition",
     ) -> bool:
         """Move the job from `from_state` to `to_state` if it is still in `from_state`; False if not."""
-        check_transition(from_state, to_state)
-        now = utcnow()
-        values: dict[str, Any] = {
-            "state": to_state.value,
-            "state_changed_at": now,
-            "updated_at": now,
-            "lease_until": None,
-            "next_attempt_at": next_attempt_at,
-        }
+        values = dict(fields or {})
         if error is not None:
-            values.update(error_class=error.error_class, error_code=error.code, error_message=error.message)
-        values.update(fields or {})
-        with self.session() as session:
-            row = session.execute(
-                sa.update(Job)
-                .where(Job.id == job_id, Job.state == from_state.value)
-                .values(**values)
-                .returning(Job.provider, Job.created_at, Job.polls)
-                .execution_options(synchronize_session=False)
-            ).first()
-            if row is None:
-                return False
-            _append_event(
-                session,
-                job_id=job_id,
-                at=now,
-                kind=kind,
-                from_state=from_state.value,
-                to_state=to_state.value,
-                actor=actor,
-                attempt=attempt,
-                error_class=error.error_class if error else None,
-                provider_code=error.code if error else None,
-                message=error.message if error and message is None else message,
-            )
-        self._notify(TransitionInfo(row.provider, from_state.value, to_state.value, row.created_at, row.polls))
-        return True
+            values = {
+                "error_class": error.error_class,
+                "error_code": error.code,
+                "error_message": error.message,
+                **values,
+            }
+            message = error.message if message is None else message
+        step = Step(to_state, message, values, error=error, kind=kind)
+        return self.transition_chain(
+            job_id, from_state, [step], actor=actor, attempt=attempt, next_attempt_at=next_attempt_at
+        )
 
     def transition_chain(
         self,
@@ -404,11 +382,13 @@ class Store:
                     session,
                     job_id=job_id,
                     at=now,
-                    kind="transition",
+                    kind=step.kind,
                     from_state=previous.value,
                     to_state=step.to_state.value,
                     actor=actor,
                     attempt=attempt,
+                    error_class=step.error.error_class if step.error else None,
+                    provider_code=step.error.code if step.error else None,
                     message=step.message,
                 )
                 previous = step.to_state
@@ -429,38 +409,26 @@ class Store:
         next_attempt_at: datetime | None,
     ) -> bool:
         """An error that does not change the state (transient, rate-limited, auth): event + reschedule."""
-        now = utcnow()
-        with self.session() as session:
-            result = session.execute(
-                sa.update(Job)
-                .where(Job.id == job_id, Job.state == state.value)
-                .values(
-                    lease_until=None,
-                    next_attempt_at=next_attempt_at,
-                    updated_at=now,
-                    error_class=error.error_class,
-                    error_code=error.code,
-                    error_message=error.message,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) != 1:
-                return False
-            when = f"; next attempt at {next_attempt_at.isoformat()}" if next_attempt_at else ""
-            _append_event(
-                session,
-                job_id=job_id,
-                at=now,
-                kind="error",
-                from_state=state.value,
-                to_state=state.value,
-                actor=actor,
-                attempt=attempt,
-                error_class=error.error_class,
-                provider_code=error.code,
-                message=f"{error.message}{when}",
-            )
-        return True
+        when = f"; next attempt at {next_attempt_at.isoformat()}" if next_attempt_at else ""
+        return self._update_in_state(
+            job_id,
+            state,
+            {
+                "lease_until": None,
+                "next_attempt_at": next_attempt_at,
+                "error_class": error.error_class,
+                "error_code": error.code,
+                "error_message": error.message,
+            },
+            event={
+                "kind": "error",
+                "actor": actor,
+                "attempt": attempt,
+                "error_class": error.error_class,
+                "provider_code": error.code,
+                "message": f"{error.message}{when}",
+            },
+        )
 
     def record_attempt(self, job_id: str, state: JobState) -> int:
         """Count one more call to the provider for this job's current step; returns the new count."""
@@ -484,30 +452,13 @@ class Store:
         streak of failed calls, so `attempts` starts again from zero and the next error backs off
         from the base delay.
         """
-        now = utcnow()
-        with self.session() as session:
-            result = session.execute(
-                sa.update(Job)
-                .where(Job.id == job_id, Job.state == JobState.SUBMITTED.value)
-                .values(
-                    polls=Job.polls + 1, attempts=0, lease_until=None, next_attempt_at=next_attempt_at, updated_at=now
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) != 1:
-                return False
-            when = f"; next poll at {next_attempt_at.isoformat()}" if next_attempt_at else ""
-            _append_event(
-                session,
-                job_id=job_id,
-                at=now,
-                kind=POLL_EVENT,
-                from_state=JobState.SUBMITTED.value,
-                to_state=JobState.SUBMITTED.value,
-                actor=actor,
-                message=f"still processing{when}",
-            )
-        return True
+        when = f"; next poll at {next_attempt_at.isoformat()}" if next_attempt_at else ""
+        return self._update_in_state(
+            job_id,
+            JobState.SUBMITTED,
+            {"polls": Job.polls + 1, "attempts": 0, "lease_until": None, "next_attempt_at": next_attempt_at},
+            event={"kind": POLL_EVENT, "actor": actor, "message": f"still processing{when}"},
+        )
 
     def record_links(
         self,
@@ -521,37 +472,21 @@ class Store:
         refresh: bool,
     ) -> bool:
         """Store fresh download links. The event says when they expire but never holds the URLs."""
-        now = utcnow()
-        with self.session() as session:
-            result = session.execute(
-                sa.update(Job)
-                .where(Job.id == job_id, Job.state == state.value)
-                .values(
-                    xml_url=links.get("xml"),
-                    pdf_url=links.get("pdf"),
-                    links_expires_at=expires_at,
-                    links_refreshed_at=now,
-                    lease_until=None if refresh else Job.lease_until,
-                    next_attempt_at=next_attempt_at if refresh else Job.next_attempt_at,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) != 1:
-                return False
-            if refresh:
-                expiry = expires_at.isoformat() if expires_at else "unknown"
-                _append_event(
-                    session,
-                    job_id=job_id,
-                    at=now,
-                    kind="links",
-                    from_state=state.value,
-                    to_state=state.value,
-                    actor=actor,
-                    message=f"links refreshed ({', '.join(sorted(links))}); expire at {expiry}",
-                )
-        return True
+        expiry = expires_at.isoformat() if expires_at else "unknown"
+        values: dict[str, Any] = {
+            "xml_url": links.get("xml"),
+            "pdf_url": links.get("pdf"),
+            "links_expires_at": expires_at,
+            "links_refreshed_at": utcnow(),
+        }
+        if refresh:
+            values.update(lease_until=None, next_attempt_at=next_attempt_at)
+        event = {
+            "kind": "links",
+            "actor": actor,
+            "message": f"links refreshed ({', '.join(sorted(links))}); expire at {expiry}",
+        }
+        return self._update_in_state(job_id, state, values, event=event if refresh else None)
 
     def record_artifact(self, job_id: str, *, kind: str, path: str, sha256: str, size: int, content_type: str) -> None:
         """Remember an archived file; a second download of the same kind replaces the first's record."""
@@ -570,15 +505,23 @@ class Store:
                 )
             )
 
-    def _update_in_state(self, job_id: str, state: JobState, values: Mapping[str, Any]) -> bool:
+    def _update_in_state(
+        self, job_id: str, state: JobState, values: Mapping[str, Any], *, event: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Update the job if it is still in `state`, with an event of that state in the same transaction."""
+        now = utcnow()
         with self.session() as session:
             result = session.execute(
                 sa.update(Job)
                 .where(Job.id == job_id, Job.state == state.value)
-                .values(updated_at=utcnow(), **values)
+                .values(updated_at=now, **values)
                 .execution_options(synchronize_session=False)
             )
-            return _rowcount(result) == 1
+            if _rowcount(result) != 1:
+                return False
+            if event is not None:
+                _append_event(session, job_id=job_id, at=now, from_state=state.value, to_state=state.value, **event)
+        return True
 
     # ------------------------------------------------------------------ sweeps
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -256,18 +256,20 @@ def _with_document(job: Job, doc: DocumentIds) -> Job:
     return copy
 
 
+def _remember(job: Job, saved: archive.Archived) -> None:
+    store().record_artifact(
+        job.id,
+        kind=saved.kind,
+        path=str(saved.path),
+        sha256=saved.sha256,
+        size=saved.size,
+        content_type=saved.content_type,
+    )
+
+
 def _archive_files(job: Job, files: Mapping[str, bytes], pol: Policy) -> None:
-    st = store()
     for kind, content in files.items():
-        saved = archive.write_bytes(Path(pol.archive_dir), job, kind, content)
-        st.record_artifact(
-            job.id,
-            kind=kind,
-            path=str(saved.path),
-            sha256=saved.sha256,
-            size=saved.size,
-            content_type=saved.content_type,
-        )
+        _remember(job, archive.write_bytes(Path(pol.archive_dir), job, kind, content))
 
 
 def _links_next_refresh(job: Job, expires_at: datetime | None, pol: Policy) -> datetime | None:
@@ -281,20 +283,39 @@ def _links_next_refresh(job: Job, expires_at: datetime | None, pol: Policy) -> d
     return max(when, utcnow())
 
 
+def _open(
+    job_id: str,
+    state: JobState,
+    lease: timedelta | Callable[[int], timedelta],
+    probe: bool,
+    *,
+    count_attempt: bool = False,
+    deadline: bool = False,
+) -> tuple[Job | None, PauseInfo | None, str]:
+    """Start a step: claim the job, expire it if overdue, and pass the provider's pause.
+
+    Returns (job, pause, "") when the step may call the provider, else (None, None, outcome).
+    """
+    job = store().claim(job_id, state, lease, count_attempt=count_attempt)
+    if job is None:
+        return None, None, "skipped"
+    if deadline and _expire_if_overdue(job, state):
+        return None, None, "expired"
+    allowed, pause = _gate(job, state, probe)
+    if not allowed:
+        return None, None, "paused"
+    return job, pause, ""
+
+
 # ---------------------------------------------------------------------------------------- steps
 
 
 @shared_task(name=SUBMIT, acks_late=True, ignore_result=True)
 def submit(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
-    job = st.claim(job_id, JobState.QUEUED, pol.lease_for, count_attempt=True)
+    job, pause, outcome = _open(job_id, JobState.QUEUED, pol.lease_for, probe, count_attempt=True, deadline=True)
     if job is None:
-        return "skipped"
-    if _expire_if_overdue(job, JobState.QUEUED):
-        return "expired"
-    allowed, pause = _gate(job, JobState.QUEUED, probe)
-    if not allowed:
-        return "paused"
+        return outcome
     provider = get_provider(job.provider)
     attempt = job.attempts
     try:
@@ -377,14 +398,9 @@ def _issue(
 @shared_task(name=VERIFY, acks_late=True, ignore_result=True)
 def verify(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
-    job = st.claim(job_id, JobState.SUBMITTED, pol.lease_for(0))
+    job, pause, outcome = _open(job_id, JobState.SUBMITTED, pol.lease_for(0), probe, deadline=True)
     if job is None:
-        return "skipped"
-    if _expire_if_overdue(job, JobState.SUBMITTED):
-        return "expired"
-    allowed, pause = _gate(job, JobState.SUBMITTED, probe)
-    if not allowed:
-        return "paused"
+        return outcome
     provider = get_provider(job.provider)
     assert job.provider_request_id is not None
     try:
@@ -414,9 +430,9 @@ def verify(job_id: str, probe: bool = False) -> str:
 @shared_task(name=RETRIEVE, acks_late=True, ignore_result=True)
 def retrieve(job_id: str, probe: bool = False) -> str:
     pol, st = policy(), store()
-    job = st.claim(job_id, JobState.ISSUED, pol.lease_for, count_attempt=True)
+    job, pause, outcome = _open(job_id, JobState.ISSUED, pol.lease_for, probe, count_attempt=True)
     if job is None:
-        return "skipped"
+        return outcome
     if {"xml", "pdf"} <= {artifact.kind for artifact in st.artifacts(job.id)}:
         # A previous run archived both files and died before recording it: nothing to fetch again.
         st.transition(
@@ -428,9 +444,6 @@ def retrieve(job_id: str, probe: bool = False) -> str:
             message="files already archived",
         )
         return "retrieved"
-    allowed, pause = _gate(job, JobState.ISSUED, probe)
-    if not allowed:
-        return "paused"
     provider = get_provider(job.provider)
     attempt = job.attempts
     try:
@@ -465,29 +478,17 @@ def retrieve(job_id: str, probe: bool = False) -> str:
 
 
 def _archive_links(job: Job, links: Mapping[str, str], provider: Provider, pol: Policy) -> None:
-    st = store()
     for kind, url in links.items():
-        saved = archive.download(Path(pol.archive_dir), job, kind, url, provider)
-        st.record_artifact(
-            job.id,
-            kind=kind,
-            path=str(saved.path),
-            sha256=saved.sha256,
-            size=saved.size,
-            content_type=saved.content_type,
-        )
+        _remember(job, archive.download(Path(pol.archive_dir), job, kind, url, provider))
 
 
 @shared_task(name=REFRESH, acks_late=True, ignore_result=True)
 def refresh_links(job_id: str, actor: str = ACTOR, probe: bool = False) -> str:
     """Ask for new links before the old ones expire (each provider call issues fresh ones)."""
     pol, st = policy(), store()
-    job = st.claim(job_id, JobState.RETRIEVED, pol.lease_for(0))
+    job, pause, outcome = _open(job_id, JobState.RETRIEVED, pol.lease_for(0), probe)
     if job is None:
-        return "skipped"
-    allowed, pause = _gate(job, JobState.RETRIEVED, probe)
-    if not allowed:
-        return "paused"
+        return outcome
     provider = get_provider(job.provider)
     try:
         result = provider.retrieve(job.provider_request_id or job.id)

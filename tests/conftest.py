@@ -9,10 +9,16 @@ import os
 import random
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
+
+from sandbox.app import build_app
+from sandbox.server import ServerThread
+from tests.e2e.stack import Stack, make_stack
 
 TEST_PG = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -54,8 +60,6 @@ def empty_pg_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """A Redis database index of this session's own, emptied first."""
-    import redis
-
     index = random.randint(1, 15)
     url = f"{TEST_REDIS}/{index}"
     redis.Redis.from_url(url).flushdb()
@@ -85,3 +89,28 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     engine = make_engine(url)
     yield Store(engine)
     engine.dispose()
+
+
+# The stack of real parts (sandbox over HTTP, PostgreSQL or SQLite, Redis or the file broker) that
+# the end-to-end, operations and fault tests drive through the CLI and Celery workers.
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    with ServerThread(build_app()) as server:
+        yield server.url
+
+
+@pytest.fixture
+def pg_stack(migrated_pg_url: str, redis_url: str, sandbox_url: str, tmp_path: Path) -> Iterator[Stack]:
+    redis.Redis.from_url(redis_url).flushdb()
+    stack = make_stack(migrated_pg_url, redis_url, sandbox_url, tmp_path, {})
+    yield stack
+    stack.store.engine.dispose()
+
+
+@pytest.fixture
+def embedded_stack(sandbox_url: str, tmp_path: Path) -> Iterator[Stack]:
+    stack = make_stack(f"sqlite:///{tmp_path / 'einvoice.db'}", None, sandbox_url, tmp_path, {})
+    yield stack
+    stack.store.engine.dispose()

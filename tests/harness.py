@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from worker.process import worker_command
+
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = {"retrieved", "failed", "invalid", "expired"}
 
@@ -62,6 +64,18 @@ def pipeline_env(
     return env
 
 
+def run_cli(
+    env: dict[str, str], *args: str, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`einvoice ARGS` in a subprocess, as an ERP integration or an operator would run it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"einvoice {' '.join(args)} failed: {result.stderr[-2000:]}")
+    return result
+
+
 class Worker:
     """One `celery worker` subprocess; `-B` embeds beat so the sweeps run too."""
 
@@ -78,28 +92,10 @@ class Worker:
     ) -> None:
         self.env = env
         self.log_path = log_path
-        self.args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "--pool",
-            pool,
-            "-c",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"{name}-{os.getpid()}@%h",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-        if beat:
-            self.args += ["-B", "-s", str(Path(env["EINVOICE_HOME"]) / f"beat-{name}")]
-        if queues:
-            self.args += ["-Q", ",".join(queues)]
+        schedule = Path(env["EINVOICE_HOME"]) / f"beat-{name}" if beat else None
+        self.args = worker_command(
+            name=f"{name}-{os.getpid()}", pool=pool, concurrency=concurrency, beat_schedule=schedule, queues=queues
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:

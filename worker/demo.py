@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +67,7 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int
     from models import Store, make_engine
     from sandbox.app import build_app
     from worker.app import settings
+    from worker.process import worker_command
     from worker.schema import upgrade
 
     where = "embedded (SQLite + filesystem broker)" if settings.embedded else "PostgreSQL + Redis"
@@ -79,25 +79,9 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int
         log_path = home / "worker.log"
         with log_path.open("ab") as log_file:
             worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.app",
-                    "worker",
-                    "-B",
-                    "-s",
-                    str(home / "beat-schedule"),
-                    "--pool",
-                    "threads",
-                    "-c",
-                    str(concurrency),
-                    "--loglevel",
-                    "INFO",
-                    "-n",
-                    f"demo-{os.getpid()}@%h",
-                ],
+                worker_command(
+                    name=f"demo-{os.getpid()}", concurrency=concurrency, beat_schedule=home / "beat-schedule"
+                ),
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from models import Store, make_engine
 from models.states import is_valid_path
-from tests.harness import ROOT, Worker, pipeline_env, sandbox_admin
+from tests.harness import FINAL, Worker, pipeline_env, run_cli, sandbox_admin
 from worker.samples import native_xml
 
 
@@ -24,20 +23,14 @@ class Stack:
     admin: Any
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"einvoice {' '.join(args)} failed: {result.stderr}")
-        return result
+        return run_cli(self.env, *args, check=check)
 
     def worker(self, name: str = "w1", **kwargs: Any) -> Worker:
         return Worker(self.env, self.home / f"{name}.log", name=name, **kwargs)
+
+    def all_final(self, count: int) -> bool:
+        jobs = self.store.list_jobs()
+        return len(jobs) == count and all(job.state in FINAL for job in jobs)
 
     def states(self) -> dict[str, str]:
         return {job.internal_id: job.state for job in self.store.list_jobs()}

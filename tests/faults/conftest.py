@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from models import Event, Store, make_engine
 from models.states import is_valid_path
 from sandbox.app import build_app
 from sandbox.server import ServerThread, free_port
-from tests.harness import FINAL, ROOT, Worker, pipeline_env, sandbox_admin, wait_until
+from tests.harness import FINAL, Worker, pipeline_env, run_cli, sandbox_admin, wait_until
 from worker.samples import native_xml
 
 OBSERVER = "faults-observer"
@@ -161,17 +160,7 @@ class FaultStack:
     def cli(
         self, *args: str, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
-            env=env or self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"einvoice {' '.join(args)} failed: {result.stderr[-2000:]}")
-        return result
+        return run_cli(env or self.env, *args, check=check)
 
     def submit(self, docs: dict[str, bytes], folder: str) -> None:
         path = self.home / folder

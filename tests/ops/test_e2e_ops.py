@@ -7,75 +7,27 @@ hold them against the database, which is the source of truth.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from models import Store, make_engine
-from sandbox.app import build_app
-from sandbox.server import ServerThread
-from tests.e2e.stack import write_batch
-from tests.harness import FINAL, ROOT, Worker, pipeline_env, sandbox_admin, wait_until
+from models import Store
+from tests.e2e.stack import Stack, write_batch
+from tests.harness import wait_until
 from tests.ops.procs import AUTH, Samples, flower_service, metrics_service, scrape, select, value
 from worker.samples import native_xml
 
 pytestmark = pytest.mark.e2e
 
 
-@dataclass
-class Stack:
-    env: dict[str, str]
-    store: Store
-    home: Path
-    admin: Any
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def worker(self) -> Worker:
-        return Worker(self.env, self.home / "worker.log", pool="prefork", concurrency=2).start()
-
-    def all_final(self, count: int) -> bool:
-        jobs = self.store.list_jobs()
-        return len(jobs) == count and all(job.state in FINAL for job in jobs)
-
-
-@pytest.fixture(scope="module")
-def sandbox_url() -> Iterator[str]:
-    with ServerThread(build_app()) as server:
-        yield server.url
-
-
 @pytest.fixture
-def stack(migrated_pg_url: str, redis_url: str, sandbox_url: str, tmp_path: Path) -> Iterator[Stack]:
-    redis.Redis.from_url(redis_url).flushdb()
-    admin = sandbox_admin(sandbox_url)
-    admin("reset")
-    admin("config", {"preset": "default"})
-    admin("config", {"min_bytes": 4096, "processing_base_seconds": 0.2, "seconds_per_mb": 20.0, "seed": 5})
-    env = pipeline_env(database_url=migrated_pg_url, broker_url=redis_url, sandbox_url=sandbox_url, home=tmp_path)
+def stack(pg_stack: Stack) -> Stack:
+    pg_stack.admin("config", {"seed": 5})
     # The default location (under EINVOICE_HOME) is what the workers, the CLI and the server must agree on.
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    store = Store(make_engine(migrated_pg_url))
-    yield Stack(env, store, tmp_path, admin)
-    store.engine.dispose()
+    pg_stack.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return pg_stack
 
 
 def _transitions(samples: Samples) -> dict[tuple[str, str, str], float]:
@@ -118,7 +70,7 @@ def test_metrics_and_flower_after_a_run_and_an_outage(stack: Stack, tmp_path: Pa
     stack.admin("config", {"failure_rate": 0.25})
     docs = write_batch(tmp_path / "batch", 8, "OPS")
     with ExitStack() as running:
-        worker = stack.worker()
+        worker = stack.worker(pool="prefork", concurrency=2).start()
         running.callback(worker.stop)
         metrics = metrics_service(stack.env, tmp_path / "metrics.log")
         running.callback(metrics.stop)
