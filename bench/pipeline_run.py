@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import psutil
 
@@ -185,7 +184,3 @@ def percentile(values: Iterable[float], q: float) -> float:
         return float("nan")
     index = min(len(data) - 1, max(0, round(q * (len(data) - 1))))
     return data[index]
-
-
-def summarize_runs(runs: list[dict[str, Any]], key: str) -> float:
-    return median(r[key] for r in runs)

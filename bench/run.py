@@ -20,41 +20,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FULL: dict[str, list[str]] = {
-    "steps": ["bench.steps", "--invoices", "1000"],
-    "throughput": ["bench.throughput", "--invoices", "5000", "--noop", "20000", "--runs", "3"],
-    "slow_provider": ["bench.slow_provider", "--invoices", "2000", "--runs", "1"],
-    "large_document": ["bench.mysuite_submit_40mb", "--runs", "3"],
-    "polling": ["bench.polling", "--documents", "24", "--max-mb", "40", "--every", "2.5"],
-    "enqueue": ["bench.enqueue", "--invoices", "300", "--runs", "3"],
-    "soak": ["bench.soak", "--invoices", "20000"],
-}
-QUICK: dict[str, list[str]] = {
-    "steps": ["bench.steps", "--invoices", "200"],
-    "throughput": ["bench.throughput", "--invoices", "600", "--noop", "4000", "--runs", "1"],
-    "slow_provider": ["bench.slow_provider", "--invoices", "400", "--runs", "1"],
-    "large_document": ["bench.mysuite_submit_40mb", "--runs", "1"],
-    "polling": ["bench.polling", "--documents", "10", "--max-mb", "12", "--every", "1.5"],
-    "enqueue": ["bench.enqueue", "--invoices", "100", "--runs", "1"],
-    "soak": ["bench.soak", "--invoices", "1500"],
+# One row per benchmark, so that the full and the quick plan cannot list different benchmarks.
+BENCHMARKS: dict[str, tuple[str, str, str]] = {
+    # name: (module, arguments of the full run, arguments of the quick run)
+    "steps": ("bench.steps", "--invoices 1000", "--invoices 200"),
+    "throughput": ("bench.throughput", "--invoices 5000 --noop 20000 --runs 3", "--invoices 600 --noop 4000 --runs 1"),
+    "slow_provider": ("bench.slow_provider", "--invoices 2000 --runs 1", "--invoices 400 --runs 1"),
+    "large_document": ("bench.mysuite_submit_40mb", "--runs 3", "--runs 1"),
+    "polling": ("bench.polling", "--documents 24 --max-mb 40 --every 2.5", "--documents 10 --max-mb 12 --every 1.5"),
+    "enqueue": ("bench.enqueue", "--invoices 300 --runs 3", "--invoices 100 --runs 1"),
+    "soak": ("bench.soak", "--invoices 20000", "--invoices 1500"),
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs, a few minutes in all")
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(FULL)}")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(BENCHMARKS)}")
     args = parser.parse_args()
-    plan = QUICK if args.quick else FULL
-    unknown = [name for name in args.names if name not in plan]
+    unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(plan)}")
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if args.quick:
         env["BENCH_RESULTS_DIR"] = str(Path(tempfile.gettempdir()) / "einvoice-bench-quick")
     failed = []
-    for name in args.names or list(plan):
-        command = [sys.executable, "-m", *plan[name]]
+    for name in args.names or list(BENCHMARKS):
+        module, full, quick = BENCHMARKS[name]
+        command = [sys.executable, "-m", module, *(quick if args.quick else full).split()]
         print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
         started = time.monotonic()
         # A group of its own, so that an interrupted benchmark takes its workers and sandbox along.
