@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bench.pipeline_run import median, producer_store
-from bench.stack import log, sandbox_process, stack, table, write_result
+from bench.stack import command_line, log, sandbox_process, stack, table, write_result
 from worker.samples import native_xml
 
 MIB = 1024 * 1024
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     target = 50.0
     report = {
-        "command": "python -m bench.enqueue " + " ".join(argv or []),
+        "command": command_line("bench.enqueue", argv),
         "document_bytes": size,
         "target_invoices_per_s": target,
         "met": summary["invoices_per_s"] >= target,

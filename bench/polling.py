@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.pipeline_run import median, percentile, producer_store, wait_final
-from bench.stack import WorkerSpec, log, sandbox_process, stack, table, write_result
+from bench.stack import WorkerSpec, command_line, log, sandbox_process, stack, table, write_result
 from worker.samples import native_xml
 
 MIB = 1024 * 1024
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "p90 lag < 25% of processing": summary["lag_share_p90"] < 0.25,
     }
     report = {
-        "command": "python -m bench.polling " + " ".join(argv or []),
+        "command": command_line("bench.polling", argv),
         "sandbox": KNOBS,
         "worker_prior_seconds_per_mb": PRIOR_SECONDS_PER_MB,
         "deployment": [s.describe() for s in SPECS],

@@ -15,7 +15,7 @@ import argparse
 from typing import Any
 
 from bench.pipeline_run import median
-from bench.stack import WorkerSpec, log, sandbox_process, table, write_result
+from bench.stack import WorkerSpec, command_line, log, sandbox_process, table, write_result
 from bench.throughput import run_invoices
 
 LATENCY_MS = 200
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     target = 50.0
     report = {
-        "command": "python -m bench.slow_provider " + " ".join(argv or []),
+        "command": command_line("bench.slow_provider", argv),
         "latency_ms": LATENCY_MS,
         "deployment": [s.describe() for s in specs],
         "invoices": args.invoices,

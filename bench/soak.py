@@ -15,7 +15,7 @@ import argparse
 from typing import Any
 
 from bench.pipeline_run import median
-from bench.stack import log, sandbox_process, table, write_result
+from bench.stack import command_line, log, sandbox_process, table, write_result
 from bench.throughput import DEPLOYMENTS, run_invoices
 
 MIB = 1024 * 1024
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "growth": growth,
     }
     report = {
-        "command": "python -m bench.soak " + " ".join(argv or []),
+        "command": command_line("bench.soak", argv),
         "deployment": [s.describe() for s in specs],
         "target_growth": 0.10,
         "met": growth <= 0.10 and result["retrieved"] == n,

@@ -429,3 +429,9 @@ def _fmt(value: Any) -> str:
             return f"{value:.1f}"
         return f"{value:.2f}"
     return str(value)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command as it was run, for the JSON result (`argv` is None when run from the shell)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python -m " + module, *args])

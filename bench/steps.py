@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.pipeline_run import load, producer_store
-from bench.stack import log, sandbox_process, stack, table, write_result
+from bench.stack import command_line, log, sandbox_process, stack, table, write_result
 
 BENCH_ENV = {"MYSUITE_ASYNC_MIN_BYTES": "0"}
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     categories = {k: 1000 * v / n for k, v in sorted(clock.cpu.items(), key=lambda kv: -kv[1])}
     total_cpu = 1000 * sum(cpu.values()) / n
     report = {
-        "command": "python -m bench.steps " + " ".join(argv or []),
+        "command": command_line("bench.steps", argv),
         "invoices": n,
         "retrieved": done,
         "cpu_ms_per_invoice_by_layer": categories,

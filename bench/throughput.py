@@ -27,6 +27,7 @@ from bench.stack import (
     Sampler,
     Sandbox,
     WorkerSpec,
+    command_line,
     log,
     queue_depth,
     sandbox_process,
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets = {"invoices_per_s": 100.0, "R": 0.3}
     met = {k: summary[k] >= v for k, v in targets.items()}
     report = {
-        "command": "python -m bench.throughput " + " ".join(argv or []),
+        "command": command_line("bench.throughput", argv),
         "deployment": [s.describe() for s in specs],
         "invoices": args.invoices,
         "noop_tasks": args.noop,
