@@ -71,6 +71,24 @@ def fail(code: int, data: str, description: str = "", hint: str = "") -> Answer:
     return Answer(result=False, code=code, data=data, description=description, hint=hint)
 
 
+def _too_large(size: int, limit: int) -> Answer:
+    """The refusal of a Data1 over the maximum.
+
+    It is given twice: before decoding, from the base64 length, so a huge upload is never decoded;
+    and after, because the decoded size is the one that counts.
+    """
+    return fail(
+        CODE_TOO_LARGE,
+        f"El tamaño de Data1 ({size} bytes) excede el máximo permitido de {limit} bytes ({limit / MIB:g} MB).",
+        "Tamaño excedido",
+    )
+
+
+def _invalid_document(exc: NativeError) -> Answer:
+    """The refusal of a Data1 that is not a native document, whichever step (base64, XML) found it."""
+    return fail(CODE_INVALID_DOCUMENT, str(exc), "XML nativo inválido")
+
+
 def b64(data: bytes | str) -> str:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     return base64.b64encode(raw).decode("ascii")
@@ -140,16 +158,11 @@ class Transactions:
         data1 = request.get("Data1") or ""
         size = decoded_length(data1)
         if size > config.effective_max_bytes:
-            return fail(
-                CODE_TOO_LARGE,
-                f"El tamaño de Data1 ({size} bytes) excede el máximo permitido de "
-                f"{config.effective_max_bytes} bytes ({config.effective_max_bytes / MIB:g} MB).",
-                "Tamaño excedido",
-            )
+            return _too_large(size, config.effective_max_bytes)
         try:
             decoded = decode_base64(data1)
         except NativeError as exc:
-            return fail(CODE_INVALID_DOCUMENT, str(exc), "XML nativo inválido")
+            return _invalid_document(exc)
         size = len(decoded)
         if size <= config.min_bytes:
             return fail(
@@ -159,16 +172,11 @@ class Transactions:
                 "Tamaño insuficiente",
             )
         if size > config.effective_max_bytes:
-            return fail(
-                CODE_TOO_LARGE,
-                f"El tamaño de Data1 ({size} bytes) excede el máximo permitido de "
-                f"{config.effective_max_bytes} bytes ({config.effective_max_bytes / MIB:g} MB).",
-                "Tamaño excedido",
-            )
+            return _too_large(size, config.effective_max_bytes)
         try:
             native = parse_native(decoded)
         except NativeError as exc:
-            return fail(CODE_INVALID_DOCUMENT, str(exc), "XML nativo inválido")
+            return _invalid_document(exc)
         finally:
             del decoded
         now = time.time()
@@ -342,7 +350,7 @@ class Transactions:
             native = parse_native(raw)
         except NativeError as exc:
             self.store.count_sync_call(None)
-            return fail(CODE_INVALID_DOCUMENT, str(exc), "XML nativo inválido")
+            return _invalid_document(exc)
         del raw, data1
         self.store.count_sync_call(native.numero_interno)
         entity = request.text("Entity")

@@ -172,6 +172,17 @@ def test_any_internal_id(internal_id: str) -> None:
         )
 
 
+def _stream(served: bytes, cuts: list[int], out: io.BytesIO) -> tuple[str, int, str]:
+    """Feed `served` to a DownloadSink in chunks of the given sizes (then the rest), as a network would."""
+    sink = DownloadSink(out)
+    position = 0
+    for cut in cuts:
+        sink.write(served[position : position + cut])
+        position += cut
+    sink.write(served[position:])
+    return sink.finish()
+
+
 @FAST
 @given(
     st.sampled_from([b"PK\x03\x04", b"%PDF-1.7\n", b"<?xml version='1.0'?>"]),
@@ -187,13 +198,7 @@ def test_download_sink_round_trip(magic: bytes, rest: bytes, encoded: bool, cuts
         text = base64.b64encode(content)
         served = newline.join(text[i : i + 76] for i in range(0, len(text), 76)) if newline else text
     out = io.BytesIO()
-    sink = DownloadSink(out)
-    position = 0
-    for cut in cuts:
-        sink.write(served[position : position + cut])
-        position += cut
-    sink.write(served[position:])
-    digest, size, content_type = sink.finish()
+    digest, size, content_type = _stream(served, cuts, out)
     assert out.getvalue() == content
     assert (digest, size) == (hashlib.sha256(content).hexdigest(), len(content))
     assert content_type in {"application/zip", "application/pdf", "application/xml"}
@@ -203,14 +208,8 @@ def test_download_sink_round_trip(magic: bytes, rest: bytes, encoded: bool, cuts
 @given(st.binary(max_size=500), st.lists(st.integers(min_value=1, max_value=100), max_size=5))
 def test_download_sink_never_crashes(served: bytes, cuts: list[int]) -> None:
     out = io.BytesIO()
-    sink = DownloadSink(out)
     try:
-        position = 0
-        for cut in cuts:
-            sink.write(served[position : position + cut])
-            position += cut
-        sink.write(served[position:])
-        digest, size, _ = sink.finish()
+        digest, size, _ = _stream(served, cuts, out)
     except TransientError:
         return
     assert size == len(out.getvalue()) and digest == hashlib.sha256(out.getvalue()).hexdigest()
