@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -300,10 +300,6 @@ class Store:
                 .returning(Job)
                 .execution_options(synchronize_session=False)
             ).one_or_none()
-
-    def release(self, job_id: str, expected: JobState, next_attempt_at: datetime | None) -> bool:
-        """Give the job back without a transition (nothing to do yet), scheduling its next step."""
-        return self._update_in_state(job_id, expected, {"lease_until": None, "next_attempt_at": next_attempt_at})
 
     # -------------------------------------------------------------- transitions
 
@@ -776,15 +772,6 @@ class Store:
             lower = max(0.0, _seconds(polled - submitted)) if polled is not None else None
             samples.append((size, lower, max(0.0, _seconds(issued - submitted))))
         return samples
-
-    def jobs_with_states(self, states: Iterable[JobState]) -> int:
-        with self.session() as session:
-            return int(
-                session.scalar(
-                    sa.select(sa.func.count()).select_from(Job).where(Job.state.in_([s.value for s in states]))
-                )
-                or 0
-            )
 
 
 def _seconds_since(now: datetime, then: datetime) -> float:

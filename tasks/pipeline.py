@@ -80,7 +80,7 @@ def dispatch(job_id: str, state: JobState, delay: float = 0.0, *, probe: bool = 
     )
 
 
-def _schedule(job_id: str, state: JobState, delay: float, pol: Policy) -> datetime:
+def _schedule(delay: float, pol: Policy) -> datetime:
     """Hand a short wait to the broker and a long one to the sweep; returns the job's next_attempt_at.
 
     When a message is sent, next_attempt_at is set past its countdown by the redispatch grace, so
@@ -193,7 +193,7 @@ def _handle_error(
             message=f"no final answer before the deadline; last error: {info.message}",
         )
         return "expired"
-    next_at = _schedule(job.id, state, delay, pol)
+    next_at = _schedule(delay, pol)
     if st.record_error(job.id, state, info, actor=ACTOR, attempt=attempt, next_attempt_at=next_at):
         _publish_if_short(job.id, state, delay, pol)
     _log(
@@ -336,7 +336,7 @@ def submit(job_id: str, probe: bool = False) -> str:
             job, JobState.QUEUED, result.issued, result.files, pol, [Step(JobState.SUBMITTED, message, fields)], 0
         )
     delay = first_poll_delay(pol, job.size_bytes, processing_model(job.provider))
-    next_at = _schedule(job.id, JobState.SUBMITTED, delay, pol)
+    next_at = _schedule(delay, pol)
     if not st.transition(
         job.id,
         JobState.QUEUED,
@@ -382,7 +382,7 @@ def _issue(
     complete = bool(files) and {"xml", "pdf"} <= set(files)
     if complete:
         steps.append(Step(JobState.RETRIEVED, "files received inline and archived"))
-    next_at = None if complete else _schedule(job.id, JobState.ISSUED, 0.0, pol)
+    next_at = None if complete else _schedule(0.0, pol)
     if not st.transition_chain(job.id, from_state, steps, actor=ACTOR, next_attempt_at=next_at):
         return "lost-race"
     if complete:
@@ -415,7 +415,7 @@ def verify(job_id: str, probe: bool = False) -> str:
         delay = next_poll_delay(pol, job.size_bytes, processing_model(job.provider), polls, elapsed=elapsed)
         if job.deadline_at and at(utcnow(), delay) > job.deadline_at:
             delay = max(0.0, (job.deadline_at - utcnow()).total_seconds())
-        next_at = _schedule(job.id, JobState.SUBMITTED, delay, pol)
+        next_at = _schedule(delay, pol)
         if st.record_poll(job.id, next_at):
             _publish_if_short(job.id, JobState.SUBMITTED, delay, pol)
         return "pending"

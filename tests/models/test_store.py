@@ -59,12 +59,12 @@ def test_invalid_job_keeps_reason_and_no_payload(store: Store) -> None:
 
 
 def test_claim_excludes_a_second_worker_until_the_lease_ends(store: Store) -> None:
-    job, _ = new_job(store)
-    assert store.claim(job.id, JobState.QUEUED, timedelta(minutes=5)) is not None
-    assert store.claim(job.id, JobState.QUEUED, timedelta(minutes=5)) is None
-    assert store.release(job.id, JobState.QUEUED, None)
-    assert store.claim(job.id, JobState.QUEUED, timedelta(seconds=-1)) is not None  # expired at once
-    assert store.claim(job.id, JobState.QUEUED, timedelta(minutes=5)) is not None
+    held, _ = new_job(store, "HELD")
+    assert store.claim(held.id, JobState.QUEUED, timedelta(minutes=5)) is not None
+    assert store.claim(held.id, JobState.QUEUED, timedelta(minutes=5)) is None
+    lapsed, _ = new_job(store, "LAPSED")
+    assert store.claim(lapsed.id, JobState.QUEUED, timedelta(seconds=-1)) is not None  # its worker died
+    assert store.claim(lapsed.id, JobState.QUEUED, timedelta(minutes=5)) is not None
 
 
 def test_concurrent_transitions_leave_exactly_one_event(store: Store) -> None:
