@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,13 +100,24 @@ class VerifyStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class DocumentIds:
-    """The fiscal identity of an issued document (MYSuite: CFDI UUID, year, serie, folio)."""
+    """The fiscal identity of an issued document (MYSuite: CFDI UUID, year, serie, folio).
+
+    `fiscal_id` is the id the tax authority knows the document by (CFDI UUID, Hacienda clave,
+    e-NCF); when a provider leaves it unset, `guid` is that id. `extra` holds a provider's own
+    short fields that users need (MSeller `security_code`, `qr_url`).
+    """
 
     guid: str | None = None
     year: int | None = None
     batch: str | None = None
     serial: str | None = None
     enrolled_at: datetime | None = None
+    fiscal_id: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def fiscal(self) -> str | None:
+        return self.fiscal_id or self.guid
 
 
 @dataclass(frozen=True)
@@ -169,11 +180,42 @@ class Provider(Protocol):
 
     def verify(self, request_id: str) -> VerifyResult: ...
 
+    @property
+    def batch_size(self) -> int:
+        """How many request ids one `verify_many` call should carry (MSeller: up to 100)."""
+        ...
+
+    def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
+        """The status of several documents at once; per-document failures are values, not raised.
+
+        An error that concerns the whole call (credentials refused, rate limited, provider down)
+        is raised, because it says nothing about any one document. Providers without a batch
+        endpoint loop over `verify` on one kept-alive connection (see `verify_each`).
+        """
+        ...
+
     def retrieve(self, request_id: str) -> RetrieveResult: ...
 
     def download(self, url: str, dest: Path) -> DownloadResult: ...
 
     def close(self) -> None: ...
+
+
+def verify_each(provider: Provider, request_ids: Sequence[str]) -> dict[str, VerifyResult | ProviderError]:
+    """`verify_many` for providers without a batch endpoint: one call per id on the same pool.
+
+    Errors that concern the provider rather than the document (auth, rate limit) stop the loop and
+    are raised, so the caller pauses or slows down before spending more calls.
+    """
+    results: dict[str, VerifyResult | ProviderError] = {}
+    for request_id in request_ids:
+        try:
+            results[request_id] = provider.verify(request_id)
+        except (AuthError, RateLimitedError):
+            raise
+        except ProviderError as exc:
+            results[request_id] = exc
+    return results
 
 
 RequestObserver = Callable[[str, str, str, float], None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from providers.base import (
     DownloadResult,
     InvalidPayload,
     PermanentError,
+    ProviderError,
     RateLimitedError,
     RetrieveResult,
     SubmitResult,
@@ -31,6 +32,7 @@ from providers.base import (
     VerifyResult,
     VerifyStatus,
     observed,
+    verify_each,
 )
 from providers.hacienda.comprobante import Clave, child_text, parse_clave, parse_comprobante, parse_xml
 from providers.hacienda.settings import HaciendaSettings
@@ -122,6 +124,12 @@ class HaciendaClient:
             )
 
         return self._exchange("submit", "POST", self._base, body, handle)
+
+    batch_size = 50
+
+    def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
+        """No batch endpoint: one call per id, over this client's kept-alive connections."""
+        return verify_each(self, request_ids)
 
     def verify(self, request_id: str) -> VerifyResult:
         clave = self._clave(request_id)

@@ -19,7 +19,7 @@ import re
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TypeVar
@@ -30,12 +30,14 @@ import tenacity
 from providers.base import (
     DownloadResult,
     PermanentError,
+    ProviderError,
     RateLimitedError,
     RetrieveResult,
     SubmitResult,
     TransientError,
     VerifyResult,
     observed,
+    verify_each,
 )
 from providers.mysuite.config import MySuiteConfig
 from providers.mysuite.parsing import (
@@ -124,6 +126,12 @@ class MySuiteClient:
     @property
     def entity(self) -> str:
         return self.config.entity
+
+    batch_size = 50
+
+    def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
+        """No batch endpoint: one call per id, over this client's kept-alive connections."""
+        return verify_each(self, request_ids)
 
     # -- connection pool ---------------------------------------------------------------------
 
