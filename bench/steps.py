@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     raise RuntimeError("bench preset should answer at once")
                 if step == "verify" and outcome == "retrieved":
                     break  # the verify step retrieved the files itself
-        done = sum(1 for j in store.list_jobs() if j.state == "retrieved")
+        done = sum(1 for j in store.jobs.list_jobs() if j.state == "retrieved")
         store.engine.dispose()
     n = args.invoices
     categories = {k: 1000 * v / n for k, v in sorted(clock.cpu.items(), key=lambda kv: -kv[1])}

@@ -106,7 +106,7 @@ def _job_command(func: F) -> F:
 
 def _resolve(store: Store, ref: str) -> Any:
     try:
-        return store.resolve(ref)
+        return store.jobs.resolve(ref)
     except (JobNotFound, AmbiguousJob) as exc:
         _fail(str(exc))
 
@@ -143,7 +143,7 @@ def events(ref: str, as_json: bool) -> None:
 
     with _store() as store:
         job = _resolve(store, ref)
-        rows = [event_view(e) for e in store.events(job.id)]
+        rows = [event_view(e) for e in store.jobs.events(job.id)]
     if as_json:
         _emit(rows)
         return
@@ -165,7 +165,7 @@ def list_jobs(state: str | None, provider: str | None, limit: int | None, as_jso
     if state and state not in {s.value for s in JobState}:
         _fail(f"unknown state {state!r}; states are {', '.join(s.value for s in JobState)}")
     with _store() as store:
-        rows = [job_status(job) for job in store.list_jobs(state=state, provider=provider, limit=limit)]
+        rows = [job_status(job) for job in store.jobs.list_jobs(state=state, provider=provider, limit=limit)]
     if as_json:
         _emit(rows)
         return
@@ -214,7 +214,7 @@ def providers(as_json: bool) -> None:
     from worker.views import pause_view
 
     with _store() as store:
-        rows = [pause_view(pause) for pause in store.provider_pauses()]
+        rows = [pause_view(pause) for pause in store.pauses.provider_pauses()]
     if as_json:
         _emit(rows)
         return
@@ -237,7 +237,7 @@ def resume(provider: str) -> None:
     if provider not in provider_names():
         _fail(f"unknown provider {provider!r}; known: {', '.join(provider_names())}")
     with _store() as store:
-        lifted = store.resume_provider(provider)
+        lifted = store.pauses.resume_provider(provider)
     if lifted is None:
         click.echo(f"{provider} was not paused")
         return

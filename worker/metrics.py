@@ -314,10 +314,10 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            counts = self.store.count_by_state()
-            overdue = self.store.oldest_due_seconds()
-            queued = self.store.oldest_in_state_seconds(JobState.QUEUED)
-            links = self.store.links_expiry_seconds()
+            counts = self.store.stats.count_by_state()
+            overdue = self.store.stats.oldest_due_seconds()
+            queued = self.store.stats.oldest_in_state_seconds(JobState.QUEUED)
+            links = self.store.stats.links_expiry_seconds()
         except SQLAlchemyError as exc:
             log.warning("database gauges skipped: %s", type(exc).__name__)
             return

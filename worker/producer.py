@@ -95,7 +95,7 @@ def enqueue(
         client.validate(payload, internal_id)
     except InvalidPayload as exc:
         reason = exc.message
-    job, created = store.create_job(
+    job, created = store.jobs.create_job(
         provider=provider,
         entity=client.entity,
         internal_id=internal_id,

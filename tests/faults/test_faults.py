@@ -139,7 +139,7 @@ def test_provider_outage_then_back(fault_stack: FaultStack) -> None:
 
     def watch() -> None:
         while time.time() - outage_start < 10:
-            pause = stack.store.provider_pause("mysuite")
+            pause = stack.store.pauses.provider_pause("mysuite")
             if pause is not None:
                 paused.append(pause.kind)
             time.sleep(0.2)
@@ -247,7 +247,7 @@ def test_duplicate_messages_and_racing_workers(fault_stack: FaultStack) -> None:
     published = 0
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        active = [job for job in stack.store.list_jobs() if job.state in steps]
+        active = [job for job in stack.store.jobs.list_jobs() if job.state in steps]
         if not active:
             break
         for job in active:

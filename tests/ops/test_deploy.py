@@ -256,7 +256,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     upgrade(url)
     engine = make_engine(url)
     store = Store(engine)
-    store.create_job(
+    store.jobs.create_job(
         provider="mysuite",
         entity="E",
         internal_id="X",
@@ -265,7 +265,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         deadline=timedelta(hours=1),
         dispatch_grace=timedelta(seconds=1),
     )
-    with store.session() as session:
+    with store.db.session() as session:
         session.execute(sa.update(Job).values(state="retrieved", links_expires_at=utcnow(), next_attempt_at=utcnow()))
     names = {name for name, _ in collect(ProcessFilesCollector(folder / "m"), DatabaseCollector(store, ["mysuite"]))}
     engine.dispose()
