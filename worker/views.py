@@ -26,10 +26,12 @@ def job_status(job: Job) -> dict[str, Any]:
         "adopted": job.adopted,
         "size_bytes": job.size_bytes,
         "document": {
+            "fiscal_id": job.doc_fiscal_id or job.doc_guid,
             "guid": job.doc_guid,
             "year": job.doc_year,
             "batch": job.doc_batch,
             "serial": job.doc_serial,
+            **(job.doc_extra or {}),
         },
         "links": {"xml": job.xml_url, "pdf": job.pdf_url, "expires_at": _iso(job.links_expires_at)},
         "error": error,
