@@ -71,7 +71,15 @@ def verify_attached(original: bytes, returned: bytes) -> bytes:
     expected = _without_addenda(original_root, addenda_tag)
     actual = _without_addenda(returned_root, addenda_tag)
     _accept_added_schema_locations(expected, actual)
-    if _canonical(expected) != _canonical(actual):
+    try:
+        expected_form = _canonical(expected)
+    except etree.C14NError:
+        raise InvalidPayload("the original CFDI cannot be canonicalised (a relative namespace URI?)") from None
+    try:
+        actual_form = _canonical(actual)
+    except etree.C14NError:
+        raise SignedPartChanged("the returned CFDI cannot be canonicalised (a relative namespace URI?)") from None
+    if expected_form != actual_form:
         raise SignedPartChanged(f"the signed part of the CFDI changed: {_first_difference(expected, actual)}")
     return returned
 
