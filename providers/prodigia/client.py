@@ -29,11 +29,11 @@ import tenacity
 from lxml import etree
 
 from providers.base import TransientError, observed
+from providers.prodigia import inputs
 from providers.prodigia.config import ProdigiaConfig
 from providers.prodigia.inputs import (
     CFDI_NAMESPACES,
     AddendaType,
-    addenda_type,
     cfdi_text,
     clean_datos,
     parse_cfdi,
@@ -64,13 +64,13 @@ class _NotSent(Exception):
     """The connection failed before the request was written: retrying cannot count as a login."""
 
 
-def check_request(kind: str, datos: str | bytes, max_datos_bytes: int | None = None) -> tuple[AddendaType, str]:
+def check_request(addenda_type: str, datos: str | bytes, max_datos_bytes: int | None = None) -> tuple[AddendaType, str]:
     """The known type and cleaned `datos` of an addenda request, or InvalidPayload (no network).
 
     The producer calls this at submit time, so a request that can never succeed is refused before a
     job exists.
     """
-    found = addenda_type(kind)
+    found = inputs.addenda_type(addenda_type)
     if max_datos_bytes is None:
         return found, clean_datos(datos)
     return found, clean_datos(datos, max_datos_bytes)
@@ -93,24 +93,24 @@ class AddendaClient:
 
     # -- the API -----------------------------------------------------------------------------
 
-    def generate(self, kind: str, datos: str | bytes) -> bytes:
+    def generate(self, addenda_type: str, datos: str | bytes) -> bytes:
         """The `cfdi:Addenda` node built from `datos` (procesarAddenda), checked to be one.
 
-        `kind` is one of ADDENDA_TYPES (code or seed name). The operations have no type parameter:
+        `addenda_type` is one of ADDENDA_TYPES (code or seed name). The operations have no type parameter:
         the service reads the addenda from `datos` itself, so the type is checked here and is the
         caller's record of what was asked for.
         """
-        _, text = check_request(kind, datos, self.config.max_datos_bytes)
+        _, text = check_request(addenda_type, datos, self.config.max_datos_bytes)
         answer = self._call("procesarAddenda", datos=text)
         return _checked_node(answer.xml or b"")
 
-    def attach(self, kind: str, datos: str | bytes, cfdi_xml: bytes) -> bytes:
+    def attach(self, addenda_type: str, datos: str | bytes, cfdi_xml: bytes) -> bytes:
         """`cfdi_xml` with the addenda attached (procesarAdjuntarAddenda), after the signed-part check.
 
         Returns the service's document byte for byte once `verify_attached` has accepted it; raises
         SignedPartChanged if the service altered anything the seal or the TimbreFiscalDigital covers.
         """
-        _, text = check_request(kind, datos, self.config.max_datos_bytes)
+        _, text = check_request(addenda_type, datos, self.config.max_datos_bytes)
         parse_cfdi(cfdi_xml, "the CFDI", self.config.max_cfdi_bytes)
         answer = self._call("procesarAdjuntarAddenda", datos=text, xmlcfdi=cfdi_text(cfdi_xml))
         return verify_attached(cfdi_xml, answer.xml or b"")

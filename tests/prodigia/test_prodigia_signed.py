@@ -169,3 +169,10 @@ def test_a_returned_cfdi_that_cannot_be_canonicalised_is_refused() -> None:
     returned = edit(honest(original), lambda r: r.find(f"{{{CFDI}}}Emisor").append(etree.Element("{relativo}Nota")))
     with pytest.raises(SignedPartChanged, match="canonicalised"):
         verify_attached(original, returned)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_returned_bytes_are_refused_with_our_error(returned: bytes) -> None:
+    with pytest.raises(SignedPartChanged):
+        verify_attached(stamped_cfdi(), returned)
