@@ -213,3 +213,23 @@ def test_arbitrary_servicio_answers_read_back_or_fail_typed(
         refusal(answer, "procesarAddenda")
     except ProviderError:  # refusal returns errors; it never raises
         pytest.fail("refusal raised instead of returning the error")
+
+
+@FAST
+@given(
+    style=st.sampled_from(["escaped", "cdata", "inline"]),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 8), st.binary(max_size=8)), min_size=1, max_size=6),
+)
+def test_mutated_real_answers_read_or_fail_typed(style: str, edits: list[tuple[int, int, bytes]]) -> None:
+    """A valid answer with bytes cut, replaced or inserted anywhere: an answer or one of our errors."""
+    text = servicio()
+    inner = {"escaped": escape(text), "cdata": f"<![CDATA[{text}]]>", "inline": text}[style]
+    body = bytearray(envelope(inner))
+    for position, cut, insert in edits:
+        at = position % (len(body) + 1)
+        body[at : at + cut] = insert
+    try:
+        answer = parse_answer(bytes(body))
+    except ProviderError:
+        return
+    assert isinstance(answer.codigo, int)
