@@ -59,9 +59,12 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in decomposed if ch.isalnum()).lower()
 
 
-_BY_FOLDED = {_fold(key): item for item in ADDENDA_TYPES for key in (item.code, item.name)}
-_BY_FOLDED[_fold("City Fresko")] = ADDENDA_TYPES[-2]
-_BY_FOLDED[_fold("Comercial Mexicana")] = ADDENDA_TYPES[-2]
+_ALIASES = {"cityfresko": ("City Fresko", "Comercial Mexicana")}
+"""The seed prints one cell as "City Fresko (Comercial Mexicana)": either half names it."""
+
+_BY_FOLDED = {
+    _fold(key): item for item in ADDENDA_TYPES for key in (item.code, item.name, *_ALIASES.get(item.code, ()))
+}
 
 
 class UnknownAddendaType(InvalidPayload):

@@ -124,3 +124,13 @@ def test_a_cfdi_that_is_not_one_is_refused_before_sending(content: bytes, fragme
 
 def test_a_stamped_cfdi_is_accepted() -> None:
     assert parse_cfdi(stamped_cfdi(), "the CFDI").getroot().get("Total") == "116.00"
+
+
+def test_the_sandbox_offers_exactly_the_client_s_types() -> None:
+    from sandbox.prodigia.addendas import KINDS
+
+    assert [(kind.code, kind.name) for kind in KINDS] == [(item.code, item.name) for item in ADDENDA_TYPES]
+
+
+def test_either_half_of_the_city_fresko_cell_names_it() -> None:
+    assert addenda_type("Comercial Mexicana").code == addenda_type("City Fresko").code == "cityfresko"
