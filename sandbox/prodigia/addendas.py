@@ -120,8 +120,9 @@ def attach(xmlcfdi: str, node: Any, tamper: str = "") -> bytes:
         root.remove(old)
     addenda = etree.SubElement(root, addenda_tag)
     addenda.append(node)
-    if len(root) > 1:
-        addenda.tail = root[-2].tail
+    if len(root) > 1:  # keep an indented document indented: the Addenda takes the old last child's place
+        previous = root[-2]
+        addenda.tail, previous.tail = previous.tail, root.text
     _tamper(root, addenda, tamper, addenda_tag)
     return bytes(etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8"))
 
