@@ -306,5 +306,58 @@ def demo(count: int, seconds_per_mb: float, timeout: float, hacienda: int, concu
     )
 
 
+@main.command()
+@click.argument("kind", metavar="TYPE")
+@click.argument("datafile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--cfdi",
+    "cfdi_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Stamped CFDI to attach the addenda to; without it only the cfdi:Addenda node is produced.",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
+def addenda(kind: str, datafile: Path, cfdi_path: Path | None, output: Path | None) -> None:
+    """Build a retailer's addenda from DATAFILE through Prodigia, now, with no job (PRODIGIA_* settings).
+
+    With --cfdi the result is the CFDI with the addenda attached, written only if everything the seal
+    and the TimbreFiscalDigital cover is unchanged. Exit status: 0 done, 2 refused (bad input, refused
+    credentials, rejected data or result), 75 temporary failure (maintenance, network): try later.
+    """
+    import os
+
+    from providers.base import AuthError, InvalidPayload, ProviderError, TransientError
+    from providers.prodigia import check_request, from_env
+
+    try:
+        datos = datafile.read_bytes()
+        check_request(kind, datos)
+        cfdi = cfdi_path.read_bytes() if cfdi_path is not None else None
+    except InvalidPayload as exc:
+        _fail(exc.message)
+    except OSError as exc:
+        _fail(f"cannot read input: {exc.strerror}")
+    client = from_env()
+    try:
+        result = client.generate(kind, datos) if cfdi is None else client.attach(kind, datos, cfdi)
+    except AuthError as exc:
+        _fail(f"{exc}. Fix PRODIGIA_CONTRATO/USUARIO/PASSWD before trying again: Prodigia locks the user after 3.")
+    except TransientError as exc:
+        click.echo(f"error: {exc} (temporary: try again later)", err=True)
+        sys.exit(75)
+    except ProviderError as exc:
+        _fail(str(exc))
+    finally:
+        client.close()
+    if output is None:
+        sys.stdout.buffer.write(result)
+        sys.stdout.buffer.flush()
+        return
+    partial = output.with_name(f".{output.name}.part")
+    partial.write_bytes(result)
+    os.replace(partial, output)
+    what = "CFDI with the addenda" if cfdi is not None else "addenda"
+    click.echo(f"{what} written to {output} ({len(result)} bytes)", err=True)
+
+
 if __name__ == "__main__":
     main()
