@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from models.database import Database, TransitionInfo
 from models.pauses import BreakerPolicy, Health, Pauses
 from models.schema import Artifact, Event, Job, Payload
-from models.states import machine
+from models.states import active_states, machine
 
 POLL_EVENT = "poll"
 """Event kind of a verify that found the document still being processed."""
@@ -77,7 +77,8 @@ class Change:
     """Everything one step decided about one job: committed with the rest of its batch, or not at all.
 
     `steps` empty means the state stays (`note` then says why). `fields` are column updates (SQL
-    expressions allowed, such as `Job.polls + 1`).
+    expressions allowed, such as `Job.polls + 1`). `wake_children` makes the jobs that wait for
+    this one (created with no schedule and `parent_id` set) due now, in the same transaction.
     """
 
     job_id: str
@@ -89,6 +90,7 @@ class Change:
     artifacts: tuple[ArtifactRecord, ...] = ()
     attempt: int | None = None
     kind: str = "invoice"
+    wake_children: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,18 @@ class Steps:
                 if row is None:
                     continue
                 events.extend(_events(change, actor, now))
+                if change.wake_children:
+                    # Work that waited for this job (an invoice's addenda) becomes due with it.
+                    session.execute(
+                        sa.update(Job)
+                        .where(
+                            Job.parent_id == change.job_id,
+                            Job.next_attempt_at.is_(None),
+                            Job.state.in_(sorted(active_states())),
+                        )
+                        .values(next_attempt_at=now, updated_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
                 previous = change.from_state
                 for step in change.steps:
                     notices.append(

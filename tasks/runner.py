@@ -172,7 +172,12 @@ def _conclude(
         target = wf.step_for(outcome.steps[-1].to_state)
         when, countdown = _schedule(ctx, target, outcome.next_in)
         change = replace(
-            base, steps=outcome.steps, fields=outcome.fields, next_attempt_at=when, artifacts=outcome.artifacts
+            base,
+            steps=outcome.steps,
+            fields=outcome.fields,
+            next_attempt_at=when,
+            artifacts=outcome.artifacts,
+            wake_children=any(step.to_state in wf.wakes_children_in for step in outcome.steps),
         )
         message = Message(target, job.id, countdown) if target is not None and countdown is not None else None
         return change, message, Health(job.provider, "answered") if outcome.answered else None

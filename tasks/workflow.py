@@ -74,9 +74,13 @@ class StepSpec:
 
 @dataclass(frozen=True)
 class Workflow:
+    """A kind of job. `wakes_children_in`: entering one of these states makes the job's waiting
+    children due (an invoice's addenda waits for the stamped XML of `retrieved`)."""
+
     kind: str
     machine: Machine
     steps: tuple[StepSpec, ...]
+    wakes_children_in: frozenset[str] = frozenset()
     _by_state: dict[str, StepSpec] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
