@@ -358,7 +358,7 @@ def _verify_result(record: StatusRecord) -> VerifyResult:
     files = {"json": json.dumps(record.raw, ensure_ascii=False, sort_keys=True).encode()} if record.raw else {}
     if verdict is VerifyStatus.ISSUED:
         return VerifyResult(VerifyStatus.ISSUED, document=document, files=files)
-    first = record.messages[0].codigo if record.messages else None
+    first = next((message.codigo for message in record.messages if message.codigo), None)
     return VerifyResult(
         VerifyStatus.FAILED,
         document=document,

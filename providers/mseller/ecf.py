@@ -196,7 +196,9 @@ class DgiiMessage:
     valor: str
 
     def __str__(self) -> str:
-        return f"{self.codigo}: {self.valor}" if self.valor else self.codigo
+        if self.codigo and self.valor:
+            return f"{self.codigo}: {self.valor}"
+        return self.valor or self.codigo
 
 
 @dataclass(frozen=True)
@@ -260,11 +262,11 @@ def _reply(entry: Mapping[str, Any]) -> DgiiReply:
             # {"valor": "", "codigo": 0} is how the DGII says "no message".
             if valor or codigo not in ("", "0"):
                 parsed.append(DgiiMessage(codigo, valor))
-    # The recepción reply carries its complaint as `mensaje`/`error`, not `mensajes`.
+    # The recepción reply carries its complaint as `mensaje`/`error`, without a code.
     for key in ("error", "mensaje"):
         text = _scalar(entry.get(key), key)
         if text:
-            parsed.append(DgiiMessage(key, text))
+            parsed.append(DgiiMessage("", text))
     return DgiiReply(
         track_id=_scalar(entry.get("trackId"), "trackId"),
         codigo=_scalar(entry.get("codigo"), "codigo"),
