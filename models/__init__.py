@@ -15,6 +15,7 @@ from models.store import (
     TransitionInfo,
     utcnow,
 )
+from models.usage import DatabaseUsage, ProviderUsage
 
 __all__ = [
     "AUTH_PAUSE",
@@ -24,6 +25,7 @@ __all__ = [
     "AmbiguousJob",
     "Artifact",
     "Base",
+    "DatabaseUsage",
     "ErrorInfo",
     "Event",
     "IllegalTransition",
@@ -33,6 +35,7 @@ __all__ = [
     "PauseInfo",
     "Payload",
     "ProviderPause",
+    "ProviderUsage",
     "Step",
     "Store",
     "TransitionInfo",

@@ -2,7 +2,7 @@
 
 MSeller counts every call that carries `X-API-KEY` and, once the month's figure is spent, answers
 429 to everything until the 1st at 00:00 UTC. The count has to be shared by every worker and
-survive restarts, so the real one lives in the database (`models.usage.DatabaseBudget`);
+survive restarts, so the real one lives in the database (`models.usage.DatabaseUsage`);
 providers stay pure I/O and only see the `MonthlyBudget` protocol. The client takes a request from
 the budget *before* each counted call: a call that fails on the way still may have been counted by
 MSeller, so counting early errs on the side of stopping a little before the provider would.
@@ -77,37 +77,69 @@ class MonthlyBudget(Protocol):
         ...
 
 
-class InProcessBudget:
-    """The monthly count in this process's memory: for tests, benchmarks and the embedded default."""
+class UsageStore(Protocol):
+    """Where the monthly counts live; `models.usage.DatabaseUsage` is the shared one.
 
-    def __init__(self, limit: int, *, provider: str = "mseller", clock: Callable[[], datetime] | None = None) -> None:
+    `add` must be atomic: check and increment in one step, so that concurrent workers can never
+    together pass the limit.
+    """
+
+    def add(self, provider: str, month: str, n: int, limit: int) -> int | None:
+        """Add `n` to the month's count and return the new count, or None (and add nothing) when the
+        count would pass `limit`; a limit of 0 means none."""
+        ...
+
+    def used(self, provider: str, month: str) -> int: ...
+
+
+class MemoryUsage:
+    """Monthly counts in this process's memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def add(self, provider: str, month: str, n: int, limit: int) -> int | None:
+        with self._lock:
+            current = self._counts.get((provider, month), 0)
+            if limit > 0 and current + n > limit:
+                return None
+            self._counts[(provider, month)] = current + n
+            return current + n
+
+    def used(self, provider: str, month: str) -> int:
+        with self._lock:
+            return self._counts.get((provider, month), 0)
+
+
+class PlanBudget:
+    """A `MonthlyBudget` over a `UsageStore`: the month is the UTC calendar month of the clock."""
+
+    def __init__(
+        self, store: UsageStore, limit: int, *, provider: str = "mseller", clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self.store = store
         self.limit = limit
         self.provider = provider
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.Lock()
-        self._month = ""
-        self._used = 0
 
     def __repr__(self) -> str:
-        return f"InProcessBudget(limit={self.limit}, used={self._used}, month={self._month!r})"
+        return f"{type(self).__name__}(provider={self.provider!r}, limit={self.limit})"
 
     def take(self, n: int = 1) -> None:
         now = self._clock()
-        with self._lock:
-            self._roll(now)
-            if self.limit > 0 and self._used + n > self.limit:
-                raise exhausted(self.provider, self._used, self.limit, now)
-            self._used += n
+        if self.store.add(self.provider, month_of(now), n, self.limit) is None:
+            raise exhausted(self.provider, self.store.used(self.provider, month_of(now)), self.limit, now)
 
     def usage(self) -> tuple[int, int]:
-        with self._lock:
-            self._roll(self._clock())
-            return self._used, self.limit
+        return self.store.used(self.provider, month_of(self._clock())), self.limit
 
-    def _roll(self, now: datetime) -> None:
-        month = month_of(now)
-        if month != self._month:
-            self._month, self._used = month, 0
+
+class InProcessBudget(PlanBudget):
+    """The monthly count in this process's memory: for tests, benchmarks and the embedded default."""
+
+    def __init__(self, limit: int, *, provider: str = "mseller", clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(MemoryUsage(), limit, provider=provider, clock=clock)
 
 
 BudgetFactory = Callable[[str, int], MonthlyBudget]
@@ -119,8 +151,8 @@ _factory: BudgetFactory | None = None
 def use_budget_factory(factory: BudgetFactory | None) -> None:
     """Where `from_env` clients get their monthly budget; None returns to the in-process count.
 
-    The worker registers `models.usage.DatabaseBudget` at start-up so that every process shares one
-    count without `providers/` importing the database layer.
+    The worker registers `PlanBudget(models.usage.DatabaseUsage(engine), …)` at start-up so that
+    every process shares one count without `providers/` importing the database layer.
     """
     global _factory
     _factory = factory
