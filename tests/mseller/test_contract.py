@@ -182,9 +182,7 @@ def test_a_garbled_answer_is_adopted_and_never_sent_twice(sandbox: Sandbox, make
     assert sandbox.ecf(encf(41))["posts"] == 1
 
 
-def test_after_a_5xx_the_lookup_finds_nothing_and_the_document_is_sent(
-    sandbox: Sandbox, make_client: Factory
-) -> None:
+def test_after_a_5xx_the_lookup_finds_nothing_and_the_document_is_sent(sandbox: Sandbox, make_client: Factory) -> None:
     client = make_client()
     sandbox.configure(error_share=1.0, fault_scope="api")
     with pytest.raises(TransientError) as caught:

@@ -25,7 +25,7 @@ SEND_ANSWER = """{ "rnc": "102320705", "ecf": "E310000009175",
   "internalTrackId": "58f1bdd7-f4be-4a2e-a1e6-570c95b8d477",
   "securityCode": "fWCZCV",
   "qr_url": "https://ecf.dgii.gov.do/testecf/consultatimbre?rncemisor=102320705&RncComprador=101023122&encf=E310000009175&FechaEmision=14-05-2025&montototal=637.2&FechaFirma=14-05-2025%2002:57:33&codigoseguridad=fWCZCV",
-  "signedDate": "14-05-2025 02:57:33" }"""  # noqa: E501
+  "signedDate": "14-05-2025 02:57:33" }"""
 
 # A.4: the single status query of an accepted document.
 STATUS_ANSWER = r"""{ "fileName": "102320705E310000009179.xml", "updateAt": 1747250783965,
@@ -37,10 +37,10 @@ STATUS_ANSWER = r"""{ "fileName": "102320705E310000009179.xml", "updateAt": 1747
   "createdAt": 1747250778433, "securityCode": "hhABiM",
   "signedXml": "102320705/documents/TesteCF/102320705E310000009179.xml", "ncf": "E310000009179",
   "internalTrackId": "a118ea44-ac12-466a-b071-c4b650bb5a4f", "customerReceived": "0",
-  "qr_url": "https://ecf.dgii.gov.do/testecf/consultatimbre?...", "customerId": "102320705" }"""  # noqa: E501
+  "qr_url": "https://ecf.dgii.gov.do/testecf/consultatimbre?...", "customerId": "102320705" }"""
 
 # A.4: a real rejection entry of dgiiResponse.
-REJECTION_ENTRY = """{"trackId":"32c4f7e0-…","codigo":"2","estado":"Rechazado","rnc":"102320705","encf":"E310000510916","secuenciaUtilizada":true,"fechaRecepcion":"11/3/2025 8:19:30 PM","mensajes":[{"valor":"El campo MontoGravadoTotal del área Totales de la sección Encabezado","codigo":1920}]}"""  # noqa: E501
+REJECTION_ENTRY = """{"trackId":"32c4f7e0-…","codigo":"2","estado":"Rechazado","rnc":"102320705","encf":"E310000510916","secuenciaUtilizada":true,"fechaRecepcion":"11/3/2025 8:19:30 PM","mensajes":[{"valor":"El campo MontoGravadoTotal del área Totales de la sección Encabezado","codigo":1920}]}"""
 
 # A.4: a type-32 summary's entry, `{"codigo":1,"estado":"Aceptado","mensajes":null,…}`, without
 # the fields the notes elide.
@@ -104,7 +104,9 @@ def test_summary_entry_has_a_numeric_codigo_and_no_messages() -> None:
 
 
 def test_not_found_in_a_batch_is_pending() -> None:
-    records = parse_batch({"total": 1, "results": [{"ecf": "E310000000001", "status": "No encontrado", "found": False}]})
+    records = parse_batch(
+        {"total": 1, "results": [{"ecf": "E310000000001", "status": "No encontrado", "found": False}]}
+    )
     assert records["E310000000001"].verdict is VerifyStatus.PENDING
 
 
@@ -173,7 +175,20 @@ def _broken(change: str) -> bytes:
 
 @pytest.mark.parametrize(
     "change",
-    ["series", "length", "type", "tipo_mismatch", "rnc", "buyer", "totales", "items", "total", "lines", "amount", "root"],
+    [
+        "series",
+        "length",
+        "type",
+        "tipo_mismatch",
+        "rnc",
+        "buyer",
+        "totales",
+        "items",
+        "total",
+        "lines",
+        "amount",
+        "root",
+    ],
 )
 def test_local_validation_refuses(change: str) -> None:
     with pytest.raises(InvalidPayload):
