@@ -62,8 +62,10 @@ CERTIFICATE_CODE = "CERTIFICATE_NOT_CONFIGURED"
 # A 429 that only asks to slow down (a gateway's per-second throttle) rather than saying the month
 # is spent; MSeller documents neither body, so only these explicit markers earn a short wait.
 THROTTLE_MARKERS = ("too many requests", "throttl")
-# The per-second bucket counts over this many seconds with a single token of burst, so the steady
-# rate is within 1/WINDOW request a second of the plan's without ever bursting past it.
+# The per-second bucket counts over RATE_WINDOW seconds with a burst of a tenth of a second's
+# requests: the steady rate is then the plan's less a hundredth, and the small burst lets callers
+# that wake a little late catch up, while no second ever sees more than the plan's figure plus that
+# burst (a gateway's own bucket holds at least a second's requests).
 RATE_WINDOW = 10
 MAX_MESSAGE = 2000
 
@@ -76,7 +78,8 @@ def plan_rates(requests_per_second: int) -> list[Rate]:
     """The per-second plan as a token bucket; no limit at all for 0 (tests, contract plans)."""
     if requests_per_second <= 0:
         return []
-    return [Rate(requests_per_second * RATE_WINDOW, float(RATE_WINDOW), burst=1)]
+    burst = max(1, requests_per_second // 10)
+    return [Rate(requests_per_second * RATE_WINDOW, float(RATE_WINDOW), burst=burst)]
 
 
 class MSellerClient:
