@@ -132,12 +132,16 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
 
     # ---- faults, authentication and the plan ---------------------------------------------
 
+    def outage() -> Response | None:
+        """The whole platform down: nothing is authenticated, counted or processed."""
+        if not state.config.outage:
+            return None
+        state.totals["fault_outage"] += 1
+        return _error(503, "Service Unavailable")
+
     async def faults(target: str) -> Response | str | None:
         """An injected failure, "lost"/"malformed" for an answer spoilt after the work, or None."""
         config = state.config
-        if config.outage:
-            state.totals["fault_outage"] += 1
-            return _error(503, "Service Unavailable")
         if config.fault_scope not in ("all", target):
             return None
         if config.latency_ms > 0:
@@ -215,6 +219,9 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
         environment = request.path_params["entorno"]
         if environment not in ENVIRONMENTS:
             return _error(404, "Not Found"), ""
+        down = outage()
+        if down is not None:
+            return down, environment
         denied, _ = authenticate(request, environment)
         if denied is not None:
             return denied, environment
@@ -244,7 +251,7 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
     async def login(request: Request) -> Response:
         if request.path_params["entorno"] not in ENVIRONMENTS:
             return _error(404, "Not Found")
-        fault = await faults("auth")
+        fault = outage() or await faults("auth")
         if isinstance(fault, Response):
             return fault
         try:
