@@ -92,3 +92,18 @@ def test_database_budget_on_sqlite(tmp_path: object) -> None:
         budget.take()
     assert budget.usage() == (2, 2)
     engine.dispose()
+
+
+def test_plan_gauges_come_from_the_database(migrated_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import Store
+    from worker.metrics import DatabaseCollector
+
+    monkeypatch.setenv("MSELLER_PLAN", "gratis")
+    engine = make_engine(migrated_pg_url)
+    DatabaseUsage(engine).add("mseller", month_of(datetime.now(UTC)), 250, 1000)
+    DatabaseUsage(engine).add("mseller", "2001-01", 999, 1000)
+    metrics = {metric.name: metric for metric in DatabaseCollector(Store(engine), ["mseller"]).collect()}
+    used = {s.labels["provider"]: s.value for s in metrics["einvoice_provider_requests_month"].samples}
+    share = {s.labels["provider"]: s.value for s in metrics["einvoice_provider_plan_share"].samples}
+    assert used == {"mseller": 250} and share == {"mseller": 0.25}
+    engine.dispose()
