@@ -222,14 +222,13 @@ class MSellerClient:
             status = response.status_code
             code, message = _error_body(response)
             if status != 200:
-                if 400 <= status < 500:
-                    raise PermanentError(
-                        f"mseller refused the status query (HTTP {status})",
-                        code=code or str(status),
-                        description=message,
-                    )
+                # Our e-NCF are validated, so a refused status query says nothing against any one
+                # document (wrong URL, a gateway's hiccup): failing the whole batch's jobs would be
+                # wrong, so it is retried with backoff until the jobs' deadline.
                 raise TransientError(
-                    f"mseller: unexpected answer to the status query (HTTP {status})", code=str(status)
+                    f"mseller: unexpected answer to the status query (HTTP {status})",
+                    code=code or str(status),
+                    description=message,
                 )
             try:
                 return parse_batch(response.json())
