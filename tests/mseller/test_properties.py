@@ -1,14 +1,17 @@
-"""Property tests: the dgiiResponse and batch parsers answer any input with values or MalformedAnswer."""
+"""Property tests: the parsers answer any input with values or their one typed error, never a crash."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.mseller.ecf import MalformedAnswer, parse_batch, parse_dgii_responses
+from providers.base import InvalidPayload
+from providers.mseller.ecf import MalformedAnswer, parse_batch, parse_dgii_responses, parse_ecf
+from providers.mseller.samples import sample_ecf_document
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -50,3 +53,17 @@ def test_any_batch_answer_parses_or_is_malformed(raw: Any) -> None:
     except MalformedAnswer:
         return
     assert all(isinstance(key, str) for key in records)
+
+
+@given(json_values)
+def test_any_json_document_is_valid_or_refused_as_invalid(document: Any) -> None:
+    with contextlib.suppress(InvalidPayload):
+        parse_ecf(json.dumps({"ECF": document}).encode(), max_bytes=10**6)
+
+
+@given(st.sampled_from(["MontoTotal", "MontoGravadoTotal", "TotalITBIS", "MontoExento"]), json_values)
+def test_any_amount_is_read_or_refused_as_invalid(field: str, value: Any) -> None:
+    document = sample_ecf_document(1)
+    document["ECF"]["Encabezado"]["Totales"][field] = value
+    with contextlib.suppress(InvalidPayload):
+        parse_ecf(json.dumps(document).encode(), max_bytes=10**6)
