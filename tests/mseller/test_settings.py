@@ -60,3 +60,24 @@ def test_the_bucket_never_passes_the_plan_in_any_second(plan: str) -> None:
     assert bucket.capacity + bucket.refill_per_second <= 2 * rate
     assert bucket.refill_per_second >= 0.98 * rate
     assert plan_rates(0) == []
+
+
+def test_clients_from_the_environment_take_the_registered_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from providers.mseller import from_env
+    from providers.mseller.budget import InProcessBudget, MonthlyBudget, use_budget_factory
+
+    made: list[tuple[str, int]] = []
+
+    def factory(provider: str, limit: int) -> MonthlyBudget:
+        made.append((provider, limit))
+        return InProcessBudget(limit, provider=provider)
+
+    monkeypatch.setenv("MSELLER_PLAN", "basico")
+    use_budget_factory(factory)
+    try:
+        client = from_env()
+        client.close()
+    finally:
+        use_budget_factory(None)
+    assert made == [("mseller", 4_000)]
+    assert client.usage() == (0, 4_000)
