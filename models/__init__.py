@@ -8,6 +8,7 @@ from models.schema import Artifact, Base, Event, Job, Payload, ProviderPause
 from models.states import FINAL, MACHINES, TRANSITIONS, IllegalTransition, JobState, Machine, check_transition
 from models.steps import POLL_EVENT, ArtifactRecord, Change, Claimed, ErrorInfo, Note, Step
 from models.store import Store
+from models.usage import DatabaseUsage, ProviderUsage
 
 __all__ = [
     "AUTH_PAUSE",
@@ -24,6 +25,7 @@ __all__ = [
     "BreakerPolicy",
     "Change",
     "Claimed",
+    "DatabaseUsage",
     "ErrorInfo",
     "Event",
     "Health",
@@ -36,6 +38,7 @@ __all__ = [
     "PauseInfo",
     "Payload",
     "ProviderPause",
+    "ProviderUsage",
     "Step",
     "Store",
     "TransitionInfo",
