@@ -28,6 +28,7 @@ TRANSITIONS: frozenset[tuple[JobState | None, JobState]] = frozenset(
         (Q, INV),
         (Q, F),
         (Q, X),
+        (INV, Q),
         (S, ISS),
         (S, F),
         (S, X),
