@@ -111,7 +111,7 @@ def read_document(path: Path) -> bytes:
 
 def enqueue(
     store: Store,
-    payload: bytes,
+    payload: bytes | bytearray | memoryview,
     internal_id: str,
     *,
     provider: str = "mysuite",

@@ -120,9 +120,9 @@ def test_cli_and_worker(pipeline: tuple[dict[str, str], Store, str], tmp_path: P
     result = _cli(env, "submit", str(folder), "--json")
     # Every file is processed; the status then reports the worst outcome: a refused document.
     assert result.returncode == 2, result.stderr
-    refused = sum(case.outcome == "refused" for case in DOCUMENTS)
-    invalid = sum(case.outcome == "invalid" for case in DOCUMENTS)
-    assert f", {invalid} invalid, {refused} refused" in result.stderr
+    invalid_count = sum(case.outcome == "invalid" for case in DOCUMENTS)
+    refused_count = sum(case.outcome == "refused" for case in DOCUMENTS)
+    assert f", {invalid_count} invalid, {refused_count} refused" in result.stderr
     assert "Traceback" not in result.stderr
     answers = {item["internal_id"]: item for item in json.loads(result.stdout)}
     for case in DOCUMENTS:
