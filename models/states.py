@@ -56,7 +56,8 @@ class Machine:
         return True
 
 
-# Operator retries leave failed/expired back to the step that can make progress. `retrieved` is
+# Operator retries leave failed/expired back to the step that can make progress; a corrected
+# document under the same key puts an invalid job back in the queue. `retrieved` is
 # final for the invoice's fiscal life but still active: its links are refreshed on schedule.
 INVOICE = Machine(
     kind="invoice",
@@ -68,6 +69,7 @@ INVOICE = Machine(
             (Q, INV),
             (Q, F),
             (Q, X),
+            (INV, Q),
             (S, ISS),
             (S, F),
             (S, X),

@@ -118,7 +118,11 @@ def test_cli_and_worker(pipeline: tuple[dict[str, str], Store, str], tmp_path: P
         (folder / f"{case.internal_id}.xml").write_bytes(case.payload)
     (folder / "C-GOOD.xml").write_bytes(GOOD.replace(b"CORPUS-GOOD", b"C-GOOD"))
     result = _cli(env, "submit", str(folder), "--json")
-    assert result.returncode == 0, result.stderr
+    # Every file is processed; the status then reports the worst outcome: a refused document.
+    assert result.returncode == 2, result.stderr
+    invalid_count = sum(case.outcome == "invalid" for case in DOCUMENTS)
+    refused_count = sum(case.outcome == "refused" for case in DOCUMENTS)
+    assert f", {invalid_count} invalid, {refused_count} refused" in result.stderr
     assert "Traceback" not in result.stderr
     answers = {item["internal_id"]: item for item in json.loads(result.stdout)}
     for case in DOCUMENTS:

@@ -22,7 +22,7 @@ def test_happy_path_is_a_valid_path() -> None:
     [
         (JobState.QUEUED, JobState.RETRIEVED),
         (JobState.RETRIEVED, JobState.QUEUED),
-        (JobState.INVALID, JobState.QUEUED),
+        (JobState.INVALID, JobState.SUBMITTED),
         (JobState.SUBMITTED, JobState.QUEUED),
         (None, JobState.SUBMITTED),
     ],
@@ -39,6 +39,7 @@ def test_the_invoice_machine_is_exactly_the_documented_one() -> None:
     documented = {
         (None, q), (None, inv),  # accepted, or refused locally
         (q, s), (q, inv), (q, f), (q, x),  # submit
+        (inv, q),  # a corrected document under the same key
         (s, i), (s, f), (s, x),  # verify
         (i, r),  # retrieve
         (f, q), (x, q), (x, s),  # operator retry
@@ -64,6 +65,6 @@ def test_paths_must_chain() -> None:
     assert not is_valid_path([(q, s)])
 
 
-def test_invalid_and_retrieved_are_final_and_invalid_is_a_dead_end() -> None:
+def test_invalid_and_retrieved_are_final_and_invalid_leads_only_back_to_the_queue() -> None:
     assert {JobState.RETRIEVED, JobState.INVALID, JobState.FAILED, JobState.EXPIRED} == FINAL
-    assert not any(from_state == JobState.INVALID for from_state, _ in TRANSITIONS)
+    assert {to for from_state, to in TRANSITIONS if from_state == JobState.INVALID} == {JobState.QUEUED}
