@@ -3,8 +3,9 @@
 A provider that refuses our credentials, or keeps failing, is paused for every worker at once.
 Credentials refused (`auth`): until an operator resumes it, because some providers lock an account
 after a few bad logins. Provider down (`outage`, contingency): one probe per wait, and the first
-answer closes the breaker. Consecutive failed calls are counted in the same row (`closed`), so
-the count is the same whichever process made the calls.
+answer closes the breaker. Quota spent (`quota`, MSeller's monthly plan): until the quota renews,
+or until an operator resumes it after changing the plan. Consecutive failed calls are counted in
+the same row (`closed`), so the count is the same whichever process made the calls.
 
 Steps read the breaker through a cache of about a second, so checking it costs no transaction per
 job; every change is written in the transaction of the step that observed it.
@@ -27,6 +28,7 @@ from models.schema import ProviderPause
 
 AUTH_PAUSE = "auth"
 OUTAGE_PAUSE = "outage"
+QUOTA_PAUSE = "quota"
 CLOSED = "closed"
 
 CACHE_SECONDS = 1.0
@@ -59,6 +61,8 @@ class PauseInfo:
             return True
         if self.kind == OUTAGE_PAUSE:
             return not probe and self.until is not None and self.until > now
+        if self.kind == QUOTA_PAUSE:
+            return self.until is None or self.until > now
         return False
 
 
@@ -76,9 +80,9 @@ class Health:
     """What one step learnt about its provider: it answered, it failed, or it refused our credentials."""
 
     provider: str
-    outcome: Literal["answered", "failed", "auth"]
+    outcome: Literal["answered", "failed", "auth", "quota"]
     reason: str = ""
-    probe: bool = False
+    until: datetime | None = None
 
 
 class Pauses:
@@ -197,6 +201,16 @@ class Pauses:
             )
             self.forget_cache()
             return known.kind == OUTAGE_PAUSE and rowcount(result) == 1
+        if health.outcome == "quota":
+            _ensure_row(session, health.provider, now)
+            result = session.execute(
+                sa.update(ProviderPause)
+                .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
+                .values(kind=QUOTA_PAUSE, reason=health.reason[:300], since=now, until=health.until, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            self.forget_cache()
+            return rowcount(result) == 1
         if health.outcome == "auth":
             _ensure_row(session, health.provider, now)
             result = session.execute(

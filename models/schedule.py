@@ -14,7 +14,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from models.database import Database
-from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE
+from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE, QUOTA_PAUSE
 from models.schema import Job, Payload, ProviderPause
 from models.states import active_states
 
@@ -41,7 +41,7 @@ class Schedule:
         blocked = sa.select(ProviderPause.provider).where(
             sa.or_(
                 ProviderPause.kind == AUTH_PAUSE,
-                sa.and_(ProviderPause.kind == OUTAGE_PAUSE, ProviderPause.until > now),
+                sa.and_(ProviderPause.kind.in_([OUTAGE_PAUSE, QUOTA_PAUSE]), ProviderPause.until > now),
             )
         )
         due = (

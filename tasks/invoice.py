@@ -104,13 +104,14 @@ def _issue(
     """
     named = _with_document(job, doc)
     artifacts = _archive_files(ctx, named, files)
+    observations = doc.extra.get("observations")
     issued = Step(
         JobState.ISSUED,
-        f"issued as {doc.fiscal or 'document'}",
+        f"issued as {doc.fiscal or 'document'}" + (f"; observations: {observations}" if observations else ""),
         {**document_fields(doc), "issued_at": ctx.now, "polls": polls},
     )
     steps = [*lead, issued]
-    if set(files) >= BOTH_FILES:
+    if set(files) >= BOTH_FILES or (files and ctx.provider(job.provider).retrieve_in_verify):
         steps.append(Step(JobState.RETRIEVED, "files received inline and archived"))
         return Moved(tuple(steps), next_in=None, artifacts=artifacts)
     try:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from models import BreakerPolicy, Change, Claimed, ErrorInfo, Health, Note, PauseInfo, Step
 from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE
-from providers.base import AuthError, PermanentError, RateLimitedError, TransientError
+from providers.base import AccountPaused, AuthError, PermanentError, RateLimitedError, TransientError
 from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
 from tasks.policy import Policy, retry_delay
 from tasks.services import Services
@@ -111,7 +111,7 @@ def _through_breaker(
     for provider, group in by_provider.items():
         info = breakers.get(provider)
         passing = group
-        if info is not None and info.kind == AUTH_PAUSE:
+        if info is not None and info.kind != OUTAGE_PAUSE and info.blocks(now):
             passing = []
         elif info is not None and info.kind == OUTAGE_PAUSE:
             waiting = info.until is not None and info.until > now
@@ -191,7 +191,7 @@ def _conclude(
     if isinstance(outcome, Blocked):
         pause = outcome.pause
         info = ErrorInfo("paused", f"not sent: provider {job.provider} is paused ({pause.kind}): {pause.reason}")
-        until = pause.until if pause.kind == OUTAGE_PAUSE and pause.until is not None else ctx.now
+        until = pause.until if pause.kind != AUTH_PAUSE and pause.until is not None else ctx.now
         return replace(base, note=Note("error", info.message, info), next_attempt_at=until), None, None
     return _failure(ctx, wf, spec, item, outcome, base)
 
@@ -225,6 +225,10 @@ def _failure(
             )
             change = replace(base, note=Note("error", info.message, info), next_attempt_at=ctx.now)
             return change, None, Health(job.provider, "auth", f"credentials refused: {error}")
+        if isinstance(error, AccountPaused):
+            log.error("provider=%s account paused until %s: %s", job.provider, error.resume_at, error.message)
+            change = replace(base, note=Note("error", info.message, info), next_attempt_at=error.resume_at)
+            return change, None, Health(job.provider, "quota", info.message, until=error.resume_at)
         if isinstance(error, PermanentError) and spec.fail_to is not None:
             log.warning("job=%s internal_id=%s failed: %s", job.id, job.internal_id, info.message)
             step = Step(spec.fail_to, info.message, error=info)
@@ -254,7 +258,7 @@ def _failure(
 def _worse(current: Health | None, new: Health) -> Health:
     """One health per provider and step: refused credentials trump everything, and one answer
     shows the provider is up even if another call of the batch failed."""
-    rank = {"auth": 2, "answered": 1, "failed": 0}
+    rank = {"auth": 3, "quota": 2, "answered": 1, "failed": 0}
     if current is None or rank[new.outcome] > rank[current.outcome]:
         return new
     return current

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from providers.base import RateLimitedError
+from providers.base import AccountPaused
 
 
 def month_of(now: datetime) -> str:
@@ -31,11 +31,7 @@ def next_month_start(now: datetime) -> datetime:
     return datetime(current.year, current.month + 1, 1, tzinfo=UTC)
 
 
-def seconds_to_next_month(now: datetime) -> float:
-    return max(1.0, (next_month_start(now) - now.astimezone(UTC)).total_seconds())
-
-
-class AccountPausedError(RateLimitedError):
+class AccountPausedError(AccountPaused):
     """The month's requests are spent (our count or MSeller's 429): the whole account must stop.
 
     Unlike an ordinary RateLimitedError this is not about one job or a short burst: no call of any
@@ -44,15 +40,6 @@ class AccountPausedError(RateLimitedError):
     """
 
     account_paused = True
-
-    def __init__(self, message: str, *, resume_at: datetime, code: str | None = None, description: str | None = None):
-        super().__init__(
-            message,
-            code=code,
-            description=description,
-            retry_after=seconds_to_next_month(datetime.now(UTC)),
-        )
-        self.resume_at = resume_at
 
 
 def exhausted(provider: str, used: int, limit: int, now: datetime) -> AccountPausedError:

@@ -10,13 +10,13 @@ import pytest
 from models import make_engine
 from models.usage import DatabaseUsage
 from providers.mseller import AccountPausedError, InProcessBudget
-from providers.mseller.budget import PlanBudget, month_of, next_month_start, seconds_to_next_month
+from providers.mseller.budget import PlanBudget, month_of, next_month_start
 
 
 def test_months_roll_over_on_the_first_at_midnight_utc() -> None:
     assert next_month_start(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
     assert month_of(datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)) == "2026-11"
-    assert seconds_to_next_month(datetime(2026, 11, 30, 23, 0, tzinfo=UTC)) == 3600
+    assert next_month_start(datetime(2026, 11, 30, 23, 0, tzinfo=UTC)) == datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def test_in_process_budget_refuses_past_the_limit_and_resets_next_month() -> None:

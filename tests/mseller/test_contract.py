@@ -10,7 +10,7 @@ import pytest
 
 from providers.base import AuthError, PermanentError, RateLimitedError, TransientError, VerifyStatus
 from providers.mseller import AccountPausedError, InProcessBudget, MSellerClient
-from providers.mseller.budget import seconds_to_next_month
+from providers.mseller.budget import next_month_start
 from providers.mseller.samples import encf, sample_ecf
 from tests.mseller.conftest import UNCERTIFIED, Sandbox
 
@@ -234,7 +234,7 @@ def test_a_monthly_429_pauses_the_account_until_next_month(sandbox: Sandbox, mak
     assert isinstance(error, RateLimitedError) and error.account_paused
     assert error.code == "RATE_LIMIT_EXCEEDED"
     assert error.retry_after is not None
-    assert abs(error.retry_after - seconds_to_next_month(datetime.now(UTC))) < 60
+    assert abs(error.retry_after - (next_month_start(datetime.now(UTC)) - datetime.now(UTC)).total_seconds()) < 60
     assert error.resume_at.day == 1 and error.resume_at > datetime.now(UTC)
     assert sandbox.totals()["status_429_monthly"] == 1
 

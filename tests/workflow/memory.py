@@ -52,6 +52,7 @@ class MemoryProvider:
     clock: FixedClock = field(default_factory=FixedClock)
     name: str = "memory"
     batch_size: int = 50
+    retrieve_in_verify: bool = False
     submits: deque[Answer] = field(default_factory=deque)
     verifies: deque[Answer] = field(default_factory=deque)
     retrieves: deque[Answer] = field(default_factory=deque)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from models import Job, JobState
 from providers.base import (
+    AccountPaused,
     AuthError,
     DocumentIds,
     PermanentError,
@@ -337,3 +338,35 @@ def test_status_fields_carry_the_fiscal_id_and_provider_fields(flow: Flow) -> No
     done: Job = flow.job(job.id)
     assert done.doc_fiscal_id == "E310000000001"
     assert done.doc_extra == {"security_code": "ABC123", "qr_url": "https://q"}
+
+
+def test_a_spent_quota_pauses_the_whole_account_until_it_renews(flow: Flow) -> None:
+    renews = flow.clock.now + timedelta(minutes=30)
+    flow.provider.submits.append(AccountPaused("plan spent", resume_at=renews))
+    first, second = flow.enqueue("Q-1"), flow.enqueue("Q-2")
+    flow.deliver()
+    pause = flow.store.pauses.provider_pause("memory")
+    assert pause is not None and (pause.kind, pause.until) == ("quota", renews)
+    assert flow.job(first.id).next_attempt_at == renews
+    assert flow.provider.calls == ["submit:Q-1"], "the second job was held back, not sent"
+    flow.clock.advance(600)
+    assert flow.sweep() == 0
+    flow.clock.now = renews + timedelta(seconds=1)
+    assert flow.sweep() == 2
+    flow.deliver()
+    assert {flow.job(first.id).state, flow.job(second.id).state} == {"retrieved"}
+
+
+def test_a_status_answer_that_carries_the_final_record_completes_the_document(flow: Flow) -> None:
+    flow.provider.retrieve_in_verify = True
+    record = b'{"encf": "E310000000001", "status": "Aceptado"}'
+    doc = DocumentIds(fiscal_id="E310000000001", extra={"observations": "1921: monto ajustado"})
+    flow.provider.verifies.append(VerifyResult(VerifyStatus.ISSUED, doc, files={"json": record}))
+    job = flow.enqueue("ECF-2")
+    flow.deliver()
+    assert flow.job(job.id).state == "retrieved"
+    assert flow.provider.calls == ["submit:ECF-2", "verify:REQ-ECF-2"], "no retrieve call spent"
+    (artifact,) = flow.store.jobs.artifacts(job.id)
+    assert artifact.kind == "json" and Path(artifact.path).read_bytes() == record
+    issued = next(e for e in flow.store.jobs.events(job.id) if e.to_state == "issued")
+    assert "1921: monto ajustado" in (issued.message or "")
