@@ -13,18 +13,16 @@ import os
 import stat
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from models import Job, JobState, Store
 from providers import get_provider, provider_names
-from providers.base import InvalidPayload
+from providers.base import InvalidPayload, internal_id_problem
 from tasks.pipeline import dispatch
 from tasks.policy import Policy
 from worker.app import app as _app  # noqa: F401  (makes our app current for dispatch)
-from worker.views import CONTROL_CATEGORIES
 
 log = logging.getLogger("einvoice.producer")
 
@@ -35,7 +33,6 @@ PUBLISH_BACKOFF_SECONDS = 5.0
 _publish_lock = threading.Lock()
 _publish_skip_until = 0.0
 
-MAX_INTERNAL_ID = 50
 # Hard ceiling on what is accepted at all: the largest document any provider takes (MYSuite
 # production, 40 MB) plus a little room for encodings. Larger input is refused, not stored.
 MAX_PAYLOAD_BYTES = 40 * 1024 * 1024
@@ -71,17 +68,9 @@ class Enqueued:
 
 
 def check_internal_id(internal_id: str) -> str:
-    """The ERP's id is the provider's idempotency key (MYSuite Data2): 1 to 50 printable characters."""
-    if not isinstance(internal_id, str) or not internal_id.strip():
-        raise InvalidInput("internal id is empty")
-    if len(internal_id) > MAX_INTERNAL_ID:
-        raise InvalidInput(f"internal id is {len(internal_id)} characters; the limit is {MAX_INTERNAL_ID}")
-    # Cs: a lone surrogate cannot even be stored (no encoding has it); Cf: invisible format
-    # characters (bidi overrides) that make two ids look alike.
-    if any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in internal_id):
-        raise InvalidInput("internal id contains control characters")
-    if internal_id != internal_id.strip():
-        raise InvalidInput("internal id has leading or trailing spaces")
+    problem = internal_id_problem(internal_id)
+    if problem:
+        raise InvalidInput(problem)
     return internal_id
 
 

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from models import Event, Job, PauseInfo
+from providers.base import CONTROL_CATEGORIES
 
-CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 """Characters that act on a terminal or on how text reads rather than showing: C0/C1 controls
 (escape sequences, carriage return), invisible format characters (bidi overrides), lone surrogates,
 line and paragraph separators."""
