@@ -61,43 +61,41 @@ class Jobs:
         now = self.db.clock()
         first = JobState.INVALID.value if invalid_reason else (state or JobState.QUEUED.value)
         machine(kind).check(None, first)
-        job = Job(
-            id=str(uuid.uuid4()),
-            kind=kind,
-            parent_id=parent_id,
-            provider=provider,
-            entity=entity,
-            internal_id=internal_id,
-            state=first,
-            size_bytes=len(payload) if payload is not None else 0,
-            adopted=False,
-            attempts=0,
-            polls=0,
-            next_attempt_at=None if invalid_reason else now + dispatch_grace,
-            deadline_at=now + deadline,
-            created_at=now,
-            updated_at=now,
-            state_changed_at=now,
-        )
-        if invalid_reason:
-            job.error_class = "invalid"
-            job.error_message = invalid_reason
+        values = {
+            "id": str(uuid.uuid4()),
+            "kind": kind,
+            "parent_id": parent_id,
+            "provider": provider,
+            "entity": entity,
+            "internal_id": internal_id,
+            "state": first,
+            "size_bytes": len(payload) if payload is not None else 0,
+            "adopted": False,
+            "attempts": 0,
+            "polls": 0,
+            "next_attempt_at": None if invalid_reason else now + dispatch_grace,
+            "deadline_at": now + deadline,
+            "created_at": now,
+            "updated_at": now,
+            "state_changed_at": now,
+            "error_class": "invalid" if invalid_reason else None,
+            "error_message": invalid_reason,
+        }
         try:
-            with self.db.session() as session:
-                session.add(job)
-                session.flush()
+            with self.db.connection() as conn:
+                conn.execute(sa.insert(Job).values(**values))
                 if payload is not None and not invalid_reason:
-                    session.add(
-                        Payload(
-                            job_id=job.id,
+                    conn.execute(
+                        sa.insert(Payload).values(
+                            job_id=values["id"],
                             content=payload,
                             sha256=hashlib.sha256(payload).hexdigest(),
                             size_bytes=len(payload),
                         )
                     )
-                session.execute(
+                conn.execute(
                     sa.insert(Event).values(
-                        job_id=job.id,
+                        job_id=values["id"],
                         at=now,
                         kind="transition",
                         from_state=None,
@@ -107,13 +105,14 @@ class Jobs:
                         message=invalid_reason or "accepted",
                     )
                 )
-            self.db.notify([TransitionInfo(job.id, kind, provider, None, first, now, 0)])
-            return job, True
         except IntegrityError:
             existing = self.find(provider=provider, entity=entity, internal_id=internal_id)
             if existing is None:
                 raise
             return existing, False
+        job = Job(**values)
+        self.db.notify([TransitionInfo(job.id, kind, provider, None, first, now, 0)])
+        return job, True
 
     def find(self, *, provider: str, entity: str, internal_id: str) -> Job | None:
         with self.db.session() as session:

@@ -17,11 +17,11 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from models.database import Database, rowcount
 from models.schema import ProviderPause
@@ -102,8 +102,8 @@ class Pauses:
             cached = self._cache
         if not fresh and cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[1]
-        with self.db.session() as session:
-            rows = {row.provider: _info(row) for row in session.scalars(sa.select(ProviderPause))}
+        with self.db.connection() as conn:
+            rows = {row.provider: _info(row) for row in conn.execute(sa.select(*ProviderPause.__table__.columns))}
         with self._cache_lock:
             self._cache = (now, rows)
         return rows
@@ -123,21 +123,20 @@ class Pauses:
 
     def pause_for_auth(self, provider: str, reason: str) -> bool:
         """Stop every call to `provider` until an operator resumes it; True if it was not so paused yet."""
-        with self.db.session() as session:
-            changed = self.apply(session, Health(provider, "auth", reason), _NO_POLICY)
+        with self.db.connection() as conn:
+            changed = self.apply(conn, Health(provider, "auth", reason), _NO_POLICY)
         self.forget_cache()
         return changed
 
     def pause_for_outage(self, provider: str, reason: str, until: datetime) -> bool:
         """Enter contingency for `provider` unless it is paused already; True if this call paused it."""
         now = self.db.clock()
-        with self.db.session() as session:
-            _ensure_row(session, provider, now)
-            result = session.execute(
+        with self.db.connection() as conn:
+            _ensure_row(conn, provider, now)
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == provider, ProviderPause.kind == CLOSED)
                 .values(kind=OUTAGE_PAUSE, reason=reason, since=now, until=until, probes=0, updated_at=now)
-                .execution_options(synchronize_session=False)
             )
         self.forget_cache()
         return rowcount(result) == 1
@@ -149,21 +148,20 @@ class Pauses:
         see the provider blocked again while the probe is out.
         """
         now = self.db.clock()
-        with self.db.session() as session:
-            probes = session.scalar(
+        with self.db.connection() as conn:
+            probes = conn.scalar(
                 sa.select(ProviderPause.probes).where(
                     ProviderPause.provider == provider, ProviderPause.kind == OUTAGE_PAUSE, ProviderPause.until <= now
                 )
             )
             if probes is None:
                 return False
-            result = session.execute(
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(
                     ProviderPause.provider == provider, ProviderPause.kind == OUTAGE_PAUSE, ProviderPause.until <= now
                 )
                 .values(until=now + _probe_wait(policy, probes), updated_at=now)
-                .execution_options(synchronize_session=False)
             )
         self.forget_cache()
         return rowcount(result) == 1
@@ -181,7 +179,7 @@ class Pauses:
 
     # ------------------------------------------------- inside a step's transaction
 
-    def apply(self, session: Session, health: Health, policy: BreakerPolicy) -> bool:
+    def apply(self, conn: Connection, health: Health, policy: BreakerPolicy) -> bool:
         """Write what a step learnt about its provider, in the step's own transaction.
 
         Returns True when the breaker changed kind (paused, or closed again), which is worth a log
@@ -193,37 +191,34 @@ class Pauses:
         if health.outcome == "answered":
             if known is None or (known.kind == CLOSED and known.failures == 0) or known.kind == AUTH_PAUSE:
                 return False
-            result = session.execute(
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
                 .values(kind=CLOSED, failures=0, probes=0, until=None, updated_at=now)
-                .execution_options(synchronize_session=False)
             )
             self.forget_cache()
             return known.kind == OUTAGE_PAUSE and rowcount(result) == 1
         if health.outcome == "quota":
-            _ensure_row(session, health.provider, now)
-            result = session.execute(
+            _ensure_row(conn, health.provider, now)
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
                 .values(kind=QUOTA_PAUSE, reason=health.reason[:300], since=now, until=health.until, updated_at=now)
-                .execution_options(synchronize_session=False)
             )
             self.forget_cache()
             return rowcount(result) == 1
         if health.outcome == "auth":
-            _ensure_row(session, health.provider, now)
-            result = session.execute(
+            _ensure_row(conn, health.provider, now)
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
                 .values(kind=AUTH_PAUSE, reason=health.reason[:300], since=now, until=None, probes=0, updated_at=now)
-                .execution_options(synchronize_session=False)
             )
             self.forget_cache()
             return rowcount(result) == 1
         if known is not None and known.kind == OUTAGE_PAUSE:
             # Only a probe gets through an outage: it failed, so wait longer before the next one.
-            session.execute(
+            conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind == OUTAGE_PAUSE)
                 .values(
@@ -231,14 +226,13 @@ class Pauses:
                     until=now + _probe_wait(policy, known.probes + 1),
                     updated_at=now,
                 )
-                .execution_options(synchronize_session=False)
             )
             self.forget_cache()
             return False
-        failures = _count_failure(session, health.provider, now)
+        failures = _count_failure(conn, health.provider, now)
         if failures < policy.open_after_failures:
             return False
-        result = session.execute(
+        result = conn.execute(
             sa.update(ProviderPause)
             .where(ProviderPause.provider == health.provider, ProviderPause.kind == CLOSED)
             .values(
@@ -249,7 +243,6 @@ class Pauses:
                 probes=0,
                 updated_at=now,
             )
-            .execution_options(synchronize_session=False)
         )
         self.forget_cache()
         return rowcount(result) == 1
@@ -258,29 +251,29 @@ class Pauses:
 _NO_POLICY = BreakerPolicy(open_after_failures=1 << 30, probe_base=timedelta(0), probe_cap=timedelta(0))
 
 
-def _upsert(session: Session) -> type[postgresql.Insert] | type[sqlite.Insert]:
-    return sqlite.Insert if session.get_bind().dialect.name == "sqlite" else postgresql.Insert
+def _upsert(conn: Connection) -> type[postgresql.Insert] | type[sqlite.Insert]:
+    return sqlite.Insert if conn.dialect.name == "sqlite" else postgresql.Insert
 
 
-def _ensure_row(session: Session, provider: str, now: datetime) -> None:
-    insert = _upsert(session)(ProviderPause).values(
+def _ensure_row(conn: Connection, provider: str, now: datetime) -> None:
+    insert = _upsert(conn)(ProviderPause).values(
         provider=provider, kind=CLOSED, reason="", since=now, until=None, probes=0, failures=0, updated_at=now
     )
-    session.execute(insert.on_conflict_do_nothing(index_elements=["provider"]))
+    conn.execute(insert.on_conflict_do_nothing(index_elements=["provider"]))
 
 
-def _count_failure(session: Session, provider: str, now: datetime) -> int:
-    insert = _upsert(session)(ProviderPause).values(
+def _count_failure(conn: Connection, provider: str, now: datetime) -> int:
+    insert = _upsert(conn)(ProviderPause).values(
         provider=provider, kind=CLOSED, reason="", since=now, until=None, probes=0, failures=1, updated_at=now
     )
     statement = insert.on_conflict_do_update(
         index_elements=["provider"],
         set_={"failures": ProviderPause.failures + 1, "updated_at": now},
     ).returning(ProviderPause.failures)
-    return int(session.execute(statement).scalar_one())
+    return int(conn.execute(statement).scalar_one())
 
 
-def _info(row: ProviderPause) -> PauseInfo:
+def _info(row: ProviderPause | sa.Row[Any]) -> PauseInfo:
     return PauseInfo(row.provider, row.kind, row.reason, row.since, row.until, row.probes, row.failures)
 
 
