@@ -44,8 +44,9 @@ test: lint
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# The whole stack in containers (postgres, redis, migrate, workers, beat, flower, metrics,
-# prometheus, grafana, sandbox).
+# The whole stack in containers (postgres, redis, migrate, workers, beat, api, flower, metrics,
+# prometheus, grafana). It requires every provider setting and password (docs/OPERATIONS.md); on a
+# laptop: COMPOSE='docker compose --profile dev --env-file deploy/dev.env' make up.
 up:
 	$(COMPOSE) up -d --build
 
