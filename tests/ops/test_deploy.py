@@ -347,8 +347,11 @@ def test_prometheus_scrapes_the_metrics_service() -> None:
         for v in SERVICES["prometheus"]["volumes"]
         if str(v).startswith(".")
     }
+    config_dir = next(str(Path(target).parent) for target, source in mounts.items() if source.name == "prometheus.yml")
     for rule_file in config["rule_files"]:
-        assert mounts[rule_file].exists()
+        # Relative names are read beside the config file, in the container as in a checkout.
+        assert mounts[str(Path(config_dir, rule_file))].exists()
+        assert (ROOT / "deploy" / "prometheus" / rule_file).exists()
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "einvoice")
     assert job["static_configs"][0]["targets"] == [f"metrics:{environment('metrics')['METRICS_PORT']}"]
     assert job["metrics_path"] == "/metrics"
