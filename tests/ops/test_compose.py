@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_client
 import yaml
+from kombu import Connection
 
-from tests.harness import ROOT
-from tests.ops.test_deploy import COMPOSE, DEV_ENV, SERVICES, read_env_file
+from providers.hacienda.settings import HaciendaSettings
+from sandbox.server import free_port
+from tests.harness import ROOT, wait_until
+from tests.ops.test_deploy import COMPOSE, DEV_ENV, SERVICES, environment, read_env_file
+from worker.settings import Settings
 
 PROVIDER_URLS = [
     "MYSUITE_ASYNC_URL",
@@ -232,3 +237,36 @@ def test_prometheus_cannot_be_stopped_or_reloaded_over_http() -> None:
     assert "/bin/prometheus" in command
     assert "--web.enable-lifecycle" not in command and "--web.enable-admin-api" not in command
     assert COMPOSE["services"]["prometheus"]["environment"]["METRICS_PASSWORD"].startswith("${METRICS_PASSWORD:?")
+
+
+def test_the_password_carrying_urls_reach_a_redis_that_requires_it(tmp_path: Path) -> None:
+    """The broker and the Hacienda token cache connect with the compose URLs, and not without the password."""
+    port = free_port()
+    password = DEV_ENV["REDIS_PASSWORD"]
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(
+        [*args, "--dir", str(tmp_path), "--requirepass", password],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        local = {k: v.replace("@redis:6379", f"@127.0.0.1:{port}") for k, v in environment("worker-poll").items()}
+        broker = Settings.from_env(local).broker_url
+        cache = HaciendaSettings.from_env(local).redis_url
+        assert broker.startswith(f"redis://:{password}@") and cache and cache.startswith(f"redis://:{password}@")
+
+        def answers() -> bool:
+            try:
+                return bool(redis_client.Redis.from_url(cache).ping())
+            except redis_client.ConnectionError:
+                return False
+
+        wait_until(answers, timeout=10, what="the password-protected Redis")
+        with Connection(broker, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+        anonymous = redis_client.Redis(host="127.0.0.1", port=port)
+        with pytest.raises(redis_client.AuthenticationError):
+            anonymous.ping()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
