@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis as redis_client
 import yaml
-from kombu import Connection
+from kombu.connection import Connection
 
 from providers.hacienda.settings import HaciendaSettings
 from sandbox.server import free_port
