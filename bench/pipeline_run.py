@@ -59,7 +59,7 @@ def load(
 
 def states(store: Store) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for _, state, n in store.count_by_state():
+    for _, state, n in store.stats.count_by_state():
         counts[state] = counts.get(state, 0) + n
     return counts
 
@@ -105,7 +105,7 @@ class Timeline:
 
 
 def timeline(store: Store) -> Timeline:
-    return Timeline(store.list_jobs())
+    return Timeline(store.jobs.list_jobs())
 
 
 # ------------------------------------------------------------------------------ CPU accounting

@@ -76,6 +76,19 @@ class RateLimitedError(ProviderError):
     error_class = ErrorClass.RATE_LIMITED
 
 
+class AccountPaused(RateLimitedError):
+    """The whole account must stop until `resume_at` (a monthly quota spent), not just one job.
+
+    The pipeline pauses the provider for every worker until then, or until an operator resumes it
+    after changing the plan.
+    """
+
+    def __init__(self, message: str, *, resume_at: datetime, code: str | None = None, description: str | None = None):
+        retry_after = max(0.0, (resume_at - datetime.now(resume_at.tzinfo)).total_seconds())
+        super().__init__(message, code=code, description=description, retry_after=retry_after)
+        self.resume_at = resume_at
+
+
 class AuthError(ProviderError):
     """Credentials refused: retrying blindly can lock the account, so the provider must be stopped."""
 
@@ -166,6 +179,10 @@ class Provider(Protocol):
     """One e-invoicing provider, as the pipeline sees it. Implementations hold no database state."""
 
     name: str
+
+    retrieve_in_verify: bool
+    """The status answer of an issued document carries its final record (MSeller): archiving the
+    files that came with it completes the document, and no retrieve call is spent."""
 
     @property
     def entity(self) -> str:

@@ -86,15 +86,23 @@ class AdminGuard:
 
 
 def build_app(admin_token: str | None = None) -> Starlette:
-    """MYSuite under /mysuite (async and sync services), Hacienda under /hacienda.
+    """MYSuite under /mysuite (async and sync services), Hacienda under /hacienda, Prodigia under /prodigia,
+    MSeller under /mseller.
 
     With `admin_token`, every `/_admin/` path requires it; without, they are open (loopback use).
     """
     from sandbox.hacienda import create_app as hacienda_app
+    from sandbox.mseller import create_app as mseller_app
     from sandbox.mysuite import create_app as mysuite_app
+    from sandbox.prodigia import create_app as prodigia_app
 
     middleware = [Middleware(AdminGuard, token=admin_token)] if admin_token else []
     return Starlette(
-        routes=[Mount("/mysuite", app=mysuite_app()), Mount("/hacienda", app=hacienda_app())],
+        routes=[
+            Mount("/mysuite", app=mysuite_app()),
+            Mount("/hacienda", app=hacienda_app()),
+            Mount("/prodigia", app=prodigia_app()),
+            Mount("/mseller", app=mseller_app()),
+        ],
         middleware=middleware,
     )

@@ -202,14 +202,11 @@ def test_environment_names_are_the_ones_the_code_reads() -> None:
 
     flower_options = flower_option_names()
     policy_names = {"EINVOICE_" + name.upper() for name in Policy.__dataclass_fields__}
-    # Providers whose settings the compose file already requires: their names are checked as soon
-    # as any code reads a setting of theirs.
-    upcoming = {prefix for prefix in ("MSELLER_", "PRODIGIA_") if f'"{prefix}' not in SOURCES}
     for name in OURS:
         for variable in environment(name):
             if variable.startswith("FLOWER_"):
                 assert variable[len("FLOWER_") :].lower() in flower_options, variable
-            elif variable not in policy_names and not variable.startswith(tuple(upcoming)):
+            elif variable not in policy_names:
                 assert f'"{variable}"' in SOURCES, f"{name}: nothing reads {variable}"
     for name in ("worker-submit", "worker-poll", "beat", "metrics"):
         assert set(environment(name)) >= {
@@ -287,7 +284,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     upgrade(url)
     engine = make_engine(url)
     store = Store(engine)
-    store.create_job(
+    store.jobs.create_job(
         provider="mysuite",
         entity="E",
         internal_id="X",
@@ -296,7 +293,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         deadline=timedelta(hours=1),
         dispatch_grace=timedelta(seconds=1),
     )
-    with store.session() as session:
+    with store.db.session() as session:
         session.execute(sa.update(Job).values(state="retrieved", links_expires_at=utcnow(), next_attempt_at=utcnow()))
     names = {name for name, _ in collect(ProcessFilesCollector(folder / "m"), DatabaseCollector(store, ["mysuite"]))}
     engine.dispose()

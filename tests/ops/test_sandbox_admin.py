@@ -27,6 +27,10 @@ ADMIN_PATHS = [
     ("POST", "/mysuite/_admin/reset"),
     ("GET", "/hacienda/_admin/counters"),
     ("POST", "/hacienda/_admin/expire-tokens"),
+    ("GET", "/mseller/_admin/counters"),
+    ("POST", "/mseller/_admin/reset"),
+    ("GET", "/prodigia/_admin/config"),
+    ("POST", "/prodigia/_admin/reset"),
     # The MYSuite simulator answers paths in any case, as IIS does: so does the guard.
     ("GET", "/mysuite/_ADMIN/counters"),
 ]
