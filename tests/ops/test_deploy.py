@@ -198,10 +198,18 @@ def test_mounted_files_exist() -> None:
 
 
 def test_environment_names_are_the_ones_the_code_reads() -> None:
+    from pydantic_settings import BaseSettings
+
     from tasks.policy import Policy
+    from worker import settings
 
     flower_options = flower_option_names()
     policy_names = {"EINVOICE_" + name.upper() for name in Policy.__dataclass_fields__}
+    # Settings read through typed models: the variable is the model's prefix plus the field name.
+    typed = [model for model in vars(settings).values() if isinstance(model, type) and issubclass(model, BaseSettings)]
+    policy_names |= {
+        model.model_config.get("env_prefix", "") + name.upper() for model in typed for name in model.model_fields
+    }
     for name in OURS:
         for variable in environment(name):
             if variable.startswith("FLOWER_"):
@@ -228,7 +236,9 @@ def test_environment_names_are_the_ones_the_code_reads() -> None:
 
 def test_the_settings_accept_the_compose_environment() -> None:
     from providers.hacienda.settings import HaciendaSettings
+    from providers.mseller.settings import MSellerSettings
     from providers.mysuite.config import MySuiteConfig
+    from providers.prodigia.config import ProdigiaConfig
     from worker.metrics import BasicAuth
     from worker.settings import Settings
 
@@ -241,6 +251,9 @@ def test_the_settings_accept_the_compose_environment() -> None:
     hacienda = HaciendaSettings.from_env(env)
     assert hacienda.api_url.startswith("http://sandbox:8080/hacienda/")
     assert hacienda.redis_url == f"redis://:{DEV_ENV['REDIS_PASSWORD']}@redis:6379/1"
+    assert MSellerSettings.from_env(env).url == DEV_ENV["MSELLER_URL"] == "http://sandbox:8080/mseller"
+    assert ProdigiaConfig.from_environ(env).url == DEV_ENV["PRODIGIA_ADDENDAS_URL"]
+    assert DEV_ENV["PRODIGIA_ADDENDAS_URL"].startswith("http://sandbox:8080/prodigia/")
     # The metrics service listens where METRICS_PORT says and Prometheus looks.
     metrics_env = environment("metrics")
     command = [str(p) for p in SERVICES["metrics"]["command"]]
@@ -273,7 +286,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         from datetime import datetime, UTC
         from models import TransitionInfo
         from worker import metrics
-        metrics.observe_transition(TransitionInfo('mysuite', 'submitted', 'issued', datetime.now(UTC), 2))
+        metrics.observe_transition(TransitionInfo(job_id='j', kind='invoice', provider='mysuite', from_state='submitted', to_state='issued', created_at=datetime.now(UTC), polls=2))
         metrics.observe_request('mysuite', 'verify', 'ok', 0.1)
         """,
         {"PROMETHEUS_MULTIPROC_DIR": str(folder / "m")},
