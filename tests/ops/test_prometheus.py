@@ -180,7 +180,7 @@ def test_provider_down_fires_on_a_real_prometheus_during_an_outage_and_resolves(
         first = tmp_path / "first.xml"
         first.write_bytes(native_xml("PROM-1", 9000))
         stack.cli("submit", str(first), "--internal-id", "PROM-1")
-        wait_until(lambda: stack.store.resolve("PROM-1").state == "retrieved", timeout=30, what="PROM-1 retrieved")
+        wait_until(lambda: stack.store.jobs.resolve("PROM-1").state == "retrieved", timeout=30, what="PROM-1 retrieved")
         up = 'einvoice_provider_up{job="einvoice",provider="mysuite"}'
         wait_until(
             lambda: [r["value"][1] for r in query(prometheus.url, up)] == ["1"],
@@ -206,6 +206,6 @@ def test_provider_down_fires_on_a_real_prometheus_during_an_outage_and_resolves(
 
         # The provider is back: the waiting invoice goes through and the alert resolves.
         stack.admin("config", {"outage": False})
-        wait_until(lambda: stack.store.resolve("PROM-2").state == "retrieved", timeout=30, what="PROM-2 retrieved")
+        wait_until(lambda: stack.store.jobs.resolve("PROM-2").state == "retrieved", timeout=30, what="PROM-2 retrieved")
         wait_until(lambda: provider_down(prometheus.url) == [], timeout=15, what="EinvoiceProviderDown resolved")
         assert [r["value"][1] for r in query(prometheus.url, up)] == ["1"]
