@@ -300,14 +300,23 @@ def migrate() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=PORT)
-def sandbox(host: str, port: int) -> None:
+@click.option(
+    "--admin-token",
+    envvar="SANDBOX_ADMIN_TOKEN",
+    help="Required by the /_admin/ endpoints (X-Admin-Token or Bearer); mandatory beyond loopback.",
+)
+def sandbox(host: str, port: int, admin_token: str | None) -> None:
     """Serve every provider simulator on one port (MYSuite under /mysuite, Hacienda under /hacienda)."""
     import uvicorn
 
-    from sandbox.app import build_app
+    from sandbox.app import AdminTokenMissing, build_app, check_admin_exposure
 
+    try:
+        check_admin_exposure(host, admin_token)
+    except AdminTokenMissing as exc:
+        _fail(str(exc))
     click.echo(f"sandbox on http://{host}:{port}/mysuite/async/factwsfront.asmx?WSDL and /hacienda/")
-    uvicorn.run(build_app(), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(build_app(admin_token or None), host=host, port=port, log_level="warning", access_log=False)
 
 
 @main.command()
