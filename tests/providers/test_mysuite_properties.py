@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+import unicodedata
 from datetime import datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -168,7 +169,7 @@ def test_any_internal_id(internal_id: str) -> None:
         assert (
             not (1 <= len(internal_id) <= 50)
             or internal_id != internal_id.strip()
-            or any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in internal_id)
+            or any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in internal_id)
         )
 
 
