@@ -132,7 +132,7 @@ def _merge_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _upsert_statement(dialect: str) -> Any:
-    table = Cfdi.__table__
+    table: Any = Cfdi.__table__
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     new, old = insert.excluded, table.c
     keep_cancelled = old.status == CANCELLED
