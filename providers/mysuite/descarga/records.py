@@ -210,25 +210,27 @@ class _Collector:
 
     def start(self, tag: str, attrib: Any) -> None:
         self.depth += 1
+        if self.depth <= 3:
+            attrib = _attributes(attrib)
         namespace, _, name = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
         if self.depth == 1:
             self.root_ns = namespace
-            self.root = dict(attrib)
+            self.root = attrib
         elif self.depth == 2 and namespace == self.root_ns:
             if name == "Emisor":
-                self.emisor = dict(attrib)
+                self.emisor = attrib
             elif name == "Receptor":
-                self.receptor = dict(attrib)
+                self.receptor = attrib
                 self._in_receptor = True
             elif name == "Totales":
-                self.totales = dict(attrib)
+                self.totales = attrib
             elif name == "Complemento":
                 self._in_complemento = True
         elif self.depth == 3:
             if self._in_complemento and namespace == TFD_NAMESPACE and name == "TimbreFiscalDigital" and not self.tfd:
-                self.tfd = dict(attrib)
+                self.tfd = attrib
             elif self._in_receptor and namespace == self.root_ns and name in ("Nacional", "Extranjero"):
-                self.receptor_detail = dict(attrib)
+                self.receptor_detail = attrib
 
     def end(self, tag: str) -> None:
         if self.depth == 2:
@@ -241,6 +243,13 @@ class _Collector:
 
     def close(self) -> None:
         return None
+
+
+def _attributes(attrib: Any) -> dict[str, str]:
+    """Attribute values as written. With entity resolution off, libxml2 hands a target every `&` of
+    an attribute value as the text `&#38;` (so an unexpanded reference stays recognisable); every
+    literal `&` is written that way, so turning each `&#38;` back into `&` restores the value exactly."""
+    return {key: value.replace("&#38;", "&") if "&" in value else value for key, value in attrib.items()}
 
 
 class _Reader(threading.local):
