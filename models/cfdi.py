@@ -131,9 +131,16 @@ def _merge_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def _upsert_statement(dialect: str) -> Any:
+def _upsert_statement(dialect: str, source: Any = None) -> Any:
+    """INSERT … ON CONFLICT (uuid) DO UPDATE with the merge rules of the module docstring.
+
+    `source` is a SELECT of the rows (PostgreSQL's staged path); without it the statement takes
+    parameters (executemany).
+    """
     table: Any = Cfdi.__table__
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    if source is not None:
+        insert = insert.from_select([*_COLUMNS, "updated_at"], source)
     new, old = insert.excluded, table.c
     keep_cancelled = old.status == CANCELLED
     updates: dict[str, Any] = {name: sa.func.coalesce(new[name], old[name]) for name in _FILLED}
@@ -147,6 +154,37 @@ def _upsert_statement(dialect: str) -> Any:
     return insert.on_conflict_do_update(index_elements=[old.uuid], set_=updates)
 
 
+_STAGE = sa.table("cfdi_stage", *(sa.column(name) for name in (*_COLUMNS, "updated_at")))
+
+
+def _staged_upsert(connection: Connection, batches: Iterator[list[dict[str, Any]]], now: datetime) -> int:
+    """PostgreSQL: COPY each batch into a temporary table, then merge it with one INSERT … SELECT.
+
+    One COPY and one statement per batch, instead of one statement per row, costs the server and
+    this process several times less: the index benchmark's 200,000 CFDI depend on it.
+    """
+    names = ", ".join((*_COLUMNS, "updated_at"))
+    connection.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS cfdi_stage "
+        "(LIKE cfdi INCLUDING DEFAULTS EXCLUDING CONSTRAINTS EXCLUDING INDEXES) ON COMMIT DROP"
+    )
+    merge = _upsert_statement("postgresql", sa.select(_STAGE))
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    sent = 0
+    try:
+        for batch in batches:
+            merged = _merge_batch(batch)
+            with cursor.copy(f"COPY cfdi_stage ({names}) FROM STDIN") as copy:
+                for row in merged:
+                    copy.write_row([*(row[name] for name in _COLUMNS), now])
+            connection.execute(merge)
+            connection.exec_driver_sql("TRUNCATE cfdi_stage")
+            sent += len(merged)
+    finally:
+        cursor.close()
+    return sent
+
+
 def upsert_cfdi(
     connection: Connection, rows: Iterable[Mapping[str, Any]], *, now: datetime, batch_size: int = UPSERT_BATCH
 ) -> int:
@@ -156,9 +194,12 @@ def upsert_cfdi(
     progress it can resume), so a crash leaves either the whole unit indexed or none of it, and
     indexing the unit again is harmless because the merge is idempotent.
     """
+    batches = _batches(rows, batch_size)
+    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+        return _staged_upsert(connection, batches, now)
     statement = _upsert_statement(connection.dialect.name)
     sent = 0
-    for batch in _batches(rows, batch_size):
+    for batch in batches:
         merged = _merge_batch(batch)
         for row in merged:
             row["updated_at"] = now
