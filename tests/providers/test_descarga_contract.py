@@ -103,7 +103,7 @@ def test_register_poll_download_index(sandbox: MySuiteSandbox, descarga: Descarg
     first = descarga.get_request(request_id)
     assert first.sat_state is SatState.ACCEPTED and first.outcome is DescargaOutcome.PENDING
     assert first.package_ids == () and first.cfdi_count == 0
-    states = {first.sat_state}
+    states: set[SatState] = {first.sat_state}
     while (status := descarga.get_request(request_id)).outcome is DescargaOutcome.PENDING:
         states.add(status.sat_state)
         time.sleep(0.05)

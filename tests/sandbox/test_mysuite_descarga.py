@@ -28,15 +28,15 @@ def wire(moment: datetime) -> str:
     return (moment + MEXICO).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def register(mysuite: Client, days: tuple[int, int] = (3, 1), **overrides: str) -> Any:
+def register(mysuite: Client, **overrides: str) -> Any:
     now = datetime.now(UTC).replace(microsecond=0)
     entries = {
         "FielCer": "Q0VS",
         "FielKey": "S0VZ",
         "FielPass": "pass",
         "Servicio": "CFDIS",
-        "FechaInicial": wire(now - timedelta(days=days[0])),
-        "FechaFinal": wire(now - timedelta(days=days[1])),
+        "FechaInicial": wire(now - timedelta(days=3)),
+        "FechaFinal": wire(now - timedelta(days=1)),
         "TipoSolicitud": "CFDI",
         "TipoTaxID": "RECEPTOR",
         "EstadoComprobante": "Vigente",
@@ -75,11 +75,12 @@ def test_registrar_refuses_a_call_without_fiel_or_dates(mysuite: Client) -> None
 
 
 def test_v15_rules_answer_301(mysuite: Client) -> None:
-    for overrides in (
+    cases: tuple[dict[str, str], ...] = (
         {"EstadoComprobante": "Todos"},
         {"FechaInicial": "2015-01-01 00:00:00", "FechaFinal": "2015-02-01 00:00:00"},
         {"FechaInicial": "2026-01-01 00:00:00", "FechaFinal": "2026-01-01 00:00:00"},
-    ):
+    )
+    for overrides in cases:
         [record] = solicitudes(register(mysuite, **overrides))
         assert record["CodEstatus"] == "301" and record["Mensaje"].startswith("XML Mal Formado")
         assert "Id" not in record

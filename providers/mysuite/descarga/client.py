@@ -13,6 +13,7 @@ fresh registration, which is what was wanted).
 from __future__ import annotations
 
 import base64
+import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -74,8 +75,10 @@ class FielCredentials:
         """`MYSUITE_FIEL_CER_FILE`, `MYSUITE_FIEL_KEY_FILE` (paths to the .cer and .key) and
         `MYSUITE_FIEL_PASSWORD` (or `MYSUITE_FIEL_PASSWORD_FILE`, which wins)."""
 
+        env = os.environ if environ is None else environ
+
         def read(name: str) -> bytes:
-            path = read_setting(name, None, environ)
+            path = env.get(name, "").strip()
             if not path:
                 raise FielMissing(f"{name} is not set")
             try:
@@ -157,7 +160,10 @@ class DescargaClient:
             return parse_registrations(reply.response_data1)
 
     def get_request(self, request_id: str, *, rfc: str | None = None) -> RequestStatus:
-        """The request's SAT state, codes, CFDI count and package ids (`RequestStatus.outcome`)."""
+        """The request's SAT state, codes, CFDI count and package ids (`RequestStatus.outcome`).
+
+        `rfc` is the taxpayer the request was registered for, when it is not the configured Entity.
+        """
         _check_id(request_id)
 
         def once() -> RequestStatus:

@@ -266,7 +266,9 @@ def registration_error(code: int | None, message: str | None, period: Period | N
     if code == SatCode.LIFETIME_EXHAUSTED:
         return PeriodExhausted("SAT has taken this period twice already (5002)", code=shown, description=text)
     if code == SatCode.TOO_MANY:
-        return TooManyResults("the period holds more documents than one SAT request may (5003)", period=period)
+        return TooManyResults(
+            "the period holds more documents than one SAT request may (5003)", period=period, code=shown
+        )
     if code == SatCode.DUPLICATE:
         return DuplicateActive("an identical SAT request is active (5005)", code=shown, description=text)
     if code == 404 or code == SatCode.INTERNAL_ERROR:
