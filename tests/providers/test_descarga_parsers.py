@@ -345,3 +345,45 @@ def test_history_floor_is_today_minus_six_years_at_midnight() -> None:
     early = Period(datetime(2019, 1, 12, 23, 59, 59, tzinfo=MEXICO_CITY), ok.period.end)
     with pytest.raises(RuleViolation):
         check_query(DownloadQuery(rfc=ok.rfc, period=early, role=ok.role, kind=ok.kind), now)
+
+
+class _Unseekable(io.RawIOBase):
+    """A sink zipfile cannot seek back in, so it defers sizes to data descriptors (flag bit 3)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk) -> int:
+        self.data += chunk
+        return len(chunk)
+
+
+def test_an_archive_with_data_descriptors_is_read_through_its_directory(tmp_path: Path) -> None:
+    docs = [fake_cfdi(f"d{n}", "JES900109Q90", True, 1.7e9 + n) for n in range(4)]
+    sink = _Unseekable()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for doc in docs:
+            archive.writestr(f"{doc.uuid}.xml", cfdi_xml(doc))
+    path = tmp_path / "descriptors.zip"
+    path.write_bytes(bytes(sink.data))
+    items = list(iter_package(path, Direction.RECEIVED))
+    assert [item.uuid for item in items if isinstance(item, CfdiRecord)] == [doc.uuid.lower() for doc in docs]
+
+
+def test_a_damaged_member_is_skipped_and_the_next_one_read(tmp_path: Path) -> None:
+    docs = [fake_cfdi(f"c{n}", "JES900109Q90", True, 1.7e9 + n) for n in range(3)]
+    path = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for doc in docs:
+            archive.writestr(f"{doc.uuid}.xml", cfdi_xml(doc))
+    data = bytearray(path.read_bytes())
+    middle = data.index(docs[1].uuid.encode(), data.index(b"PK\x03\x04", 10) + 60)
+    data[middle] ^= 0x01  # the second document's UUID inside its data: the CRC no longer matches
+    path.write_bytes(bytes(data))
+    items = list(iter_package(path, Direction.RECEIVED))
+    assert [item.uuid for item in items if isinstance(item, CfdiRecord)] == [docs[0].uuid.lower(), docs[2].uuid.lower()]
+    [skipped] = [item for item in items if isinstance(item, SkippedEntry)]
+    assert skipped.name == f"{docs[1].uuid}.xml" and "cannot be decompressed" in str(skipped.error)

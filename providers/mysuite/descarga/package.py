@@ -1,7 +1,8 @@
 """Reading a downloaded SAT package (a ZIP of CFDI XML files or of metadata text) as a record stream.
 
-The ZIP stays on disk: each member is opened as a decompressing stream and read in slices, so memory
-holds one entry (capped) at a time, never the archive and never its extraction. A bad entry (unsafe,
+The ZIP stays on disk: members are read front to back, each as a decompressing stream read in
+slices, so memory holds one entry (capped) at a time, never the archive, its directory or its
+extraction. A bad entry (unsafe,
 malformed, too large, not a CFDI, a metadata line that does not fit its header) comes out of the
 iterator as a `SkippedEntry` value and the walk goes on: one supplier's broken XML must not keep the
 other 199,999 documents of the package out of the index, and the caller records the skip so an
@@ -15,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
 from providers.mysuite.descarga.records import (
     MAX_METADATA_LINE,
@@ -28,8 +29,15 @@ from providers.mysuite.descarga.records import (
     MetadataHeader,
     parse_cfdi_xml,
 )
+from providers.mysuite.descarga.ziparchive import LocalHeaderUnusable, MemberError, iter_members
 
 READ_SLICE = 64 << 10
+
+
+class Readable(Protocol):
+    """A binary stream: a `zipfile` member, a `ziparchive` member, a file, `io.BytesIO`."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class PackageError(Exception):
@@ -49,7 +57,7 @@ class SkippedEntry:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-def _slices(member: IO[bytes], limit: int) -> Iterator[bytes]:
+def _slices(member: Readable, limit: int) -> Iterator[bytes]:
     read = 0
     while True:
         chunk = member.read(READ_SLICE)
@@ -61,7 +69,7 @@ def _slices(member: IO[bytes], limit: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _lines(member: IO[bytes], limit: int) -> Iterator[str]:
+def _lines(member: Readable, limit: int) -> Iterator[str]:
     """Metadata lines, decoded; a bare LF inside a CRLF file is part of a field, not a line end.
 
     SAT writes CRLF line ends but lets line feeds through inside names; splitting on every LF would
@@ -90,7 +98,7 @@ def _lines(member: IO[bytes], limit: int) -> Iterator[str]:
         yield carry.decode("utf-8", "replace")
 
 
-def read_metadata(member: IO[bytes], name: str, direction: Direction) -> Iterator[CfdiRecord | SkippedEntry]:
+def read_metadata(member: Readable, name: str, direction: Direction) -> Iterator[CfdiRecord | SkippedEntry]:
     """The records of one metadata text (header first, `~`-separated); bad lines come out skipped."""
     header: MetadataHeader | None = None
     number = 0
@@ -109,37 +117,77 @@ def read_metadata(member: IO[bytes], name: str, direction: Direction) -> Iterato
         yield SkippedEntry(name, number or None, exc)
 
 
+def _entry(
+    name: str, member: Readable, size: int, direction: Direction, max_entry_bytes: int
+) -> Iterator[CfdiRecord | SkippedEntry]:
+    lowered = name.lower()
+    if lowered.endswith(".xml"):
+        if size > max_entry_bytes:
+            raise EntryTooLarge(f"the entry is larger than {max_entry_bytes} bytes")
+        yield parse_cfdi_xml(_slices(member, max_entry_bytes), direction, max_entry_bytes)
+    elif lowered.endswith(".txt"):
+        yield from read_metadata(member, name, direction)
+    else:
+        yield SkippedEntry(name, None, EntryError("the entry is neither .xml nor .txt"))
+
+
+def _guarded(entries: Iterator[CfdiRecord | SkippedEntry], name: str) -> Iterator[CfdiRecord | SkippedEntry]:
+    try:
+        yield from entries
+    except EntryError as exc:
+        yield SkippedEntry(name, None, exc)
+    except (MemberError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        # A damaged or encrypted member: the others may still be fine.
+        yield SkippedEntry(name, None, EntryError(f"the entry cannot be decompressed ({type(exc).__name__})"))
+
+
 def iter_package(
     path: Path | str, direction: Direction, *, max_entry_bytes: int = MAX_XML_BYTES
 ) -> Iterator[CfdiRecord | SkippedEntry]:
     """Every CFDI record of a package, in archive order; `.xml` entries are CFDI, `.txt` metadata.
 
+    Members are read front to back from their local headers (constant memory, see
+    `ziparchive`); an archive that needs its central directory is read with `zipfile` instead.
     Directories are passed over; any other entry is a `SkippedEntry`. The same UUID may come out
     twice (an XML and its metadata line in a mixed archive): the index merges them.
     """
+    done = 0
+    try:
+        with open(path, "rb") as handle:
+            for member, stream in iter_members(handle):
+                done += 1
+                if member.name.endswith("/"):
+                    continue
+                if stream is None:
+                    reason = "encrypted" if member.encrypted else f"compression method {member.method}"
+                    yield SkippedEntry(member.name, None, EntryError(f"the entry cannot be read ({reason})"))
+                    continue
+                yield from _guarded(_entry(member.name, stream, member.size, direction, max_entry_bytes), member.name)
+            return
+    except LocalHeaderUnusable:
+        pass
+    except MemberError as exc:
+        raise PackageError(f"the package is damaged ({exc})") from None
+    except OSError as exc:
+        raise PackageError(f"the package cannot be read ({type(exc).__name__})") from None
+    yield from _central_directory(path, direction, max_entry_bytes, skip=done)
+
+
+def _central_directory(
+    path: Path | str, direction: Direction, max_entry_bytes: int, skip: int
+) -> Iterator[CfdiRecord | SkippedEntry]:
+    """The `zipfile` reading, for archives whose local headers do not give the sizes."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise PackageError(f"the package is not a readable ZIP ({type(exc).__name__})") from None
     with archive:
-        for info in archive.infolist():
+        for info in archive.infolist()[skip:]:
             if info.is_dir():
                 continue
-            name = info.filename
-            lowered = name.lower()
-            try:
-                if lowered.endswith(".xml"):
-                    if info.file_size > max_entry_bytes:
-                        raise EntryTooLarge(f"the entry is larger than {max_entry_bytes} bytes")
-                    with archive.open(info) as member:
-                        yield parse_cfdi_xml(_slices(member, max_entry_bytes), direction, max_entry_bytes)
-                elif lowered.endswith(".txt"):
-                    with archive.open(info) as member:
-                        yield from read_metadata(member, name, direction)
-                else:
-                    yield SkippedEntry(name, None, EntryError("the entry is neither .xml nor .txt"))
-            except EntryError as exc:
-                yield SkippedEntry(name, None, exc)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-                # A damaged or encrypted member: the others may still be fine.
-                yield SkippedEntry(name, None, EntryError(f"the entry cannot be decompressed ({type(exc).__name__})"))
+
+            def opened(info: zipfile.ZipInfo = info) -> Iterator[CfdiRecord | SkippedEntry]:
+                with archive.open(info) as member:
+                    yield from _entry(info.filename, member, info.file_size, direction, max_entry_bytes)
+
+            yield from _guarded(opened(), info.filename)
