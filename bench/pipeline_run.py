@@ -17,10 +17,8 @@ from datetime import datetime
 import psutil
 
 from bench.stack import Stack, log, wait_for
-from models import Job, Store, make_engine
+from models import FINAL, Job, Store, make_engine
 from worker.samples import native_xml
-
-FINAL = {"retrieved", "failed", "invalid", "expired"}
 
 
 def producer_store(st: Stack) -> Store:
@@ -59,7 +57,7 @@ def load(
 
 def states(store: Store) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for _, state, n in store.count_by_state():
+    for _, state, n in store.stats.count_by_state():
         counts[state] = counts.get(state, 0) + n
     return counts
 
@@ -105,7 +103,7 @@ class Timeline:
 
 
 def timeline(store: Store) -> Timeline:
-    return Timeline(store.list_jobs())
+    return Timeline(store.jobs.list_jobs())
 
 
 # ------------------------------------------------------------------------------ CPU accounting

@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         wait_final(store, len(plan), args.timeout)
         counters = sandbox.admin("counters")
         st.stop_workers()
-        jobs = {j.internal_id: j for j in store.list_jobs()}
+        jobs = {j.internal_id: j for j in store.jobs.list_jobs()}
         pending_polls = {
             j.internal_id: [
                 round((e.at - j.submitted_at).total_seconds(), 2)
-                for e in store.events(j.id)
+                for e in store.jobs.events(j.id)
                 if e.kind == "poll" and j.submitted_at is not None
             ]
             for j in jobs.values()

@@ -30,6 +30,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "polling": ("bench.polling", "--documents 24 --max-mb 40 --every 2.5", "--documents 10 --max-mb 12 --every 1.5"),
     "enqueue": ("bench.enqueue", "--invoices 300 --runs 3", "--invoices 100 --runs 1"),
     "soak": ("bench.soak", "--invoices 20000", "--invoices 1500"),
+    "mseller_budget": (
+        "bench.mseller_budget",
+        "--plans gratis,negocio,empresa --documents 200,1000,4000 --ceiling",
+        "--plans gratis,negocio,empresa --documents 40,200,600",
+    ),
     "cfdi_index": ("bench.cfdi_index", "--cfdi 200000 --runs 3", "--quick"),
 }
 

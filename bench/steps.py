@@ -61,15 +61,19 @@ class Clock:
 
 
 def instrument(clock: Clock) -> None:
-    from models.store import Store
+    from models.jobs import Jobs
+    from models.pauses import Pauses
+    from models.schedule import Schedule
+    from models.stats import Stats
+    from models.steps import Steps
     from providers.mysuite import client, parsing, soap
-    from tasks import archive, pipeline
+    from tasks import archive, context, runner
 
-    for name, _member in inspect.getmembers(Store, inspect.isfunction):
-        if not name.startswith("__"):
-            clock.patch(
-                f"db {name}" if __import__("os").environ.get("BENCH_STEPS_DETAIL") else "database (store)", Store, name
-            )
+    detail = __import__("os").environ.get("BENCH_STEPS_DETAIL")
+    for part in (Jobs, Steps, Schedule, Pauses, Stats):
+        for name, _member in inspect.getmembers(part, inspect.isfunction):
+            if not name.startswith("__"):
+                clock.patch(f"db {part.__name__}.{name}" if detail else "database (store)", part, name)
     clock.patch("SOAP build (zeep + lxml)", soap.EnvelopeBuilder, "build")
     for name in ("interpret_http_answer", "parse_verify", "parse_links", "parse_request_id", "document_ids"):
         clock.patch("SOAP parse", client, name)
@@ -78,10 +82,8 @@ def instrument(clock: Clock) -> None:
     clock.patch("downloads (httpx + file)", client.MySuiteClient, "_download_once")
     clock.patch("archive bookkeeping", archive, "download")
     clock.patch("archive bookkeeping", archive, "write_bytes")
-    clock.patch("broker publish (kombu)", pipeline, "dispatch")
-    for step in ("submit", "verify", "retrieve"):
-        task = getattr(pipeline, step)
-        clock.patch("task code", task, "run")
+    clock.patch("broker publish (kombu)", context, "celery_dispatch")
+    clock.patch("task code", runner, "run_step")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -92,25 +94,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sandbox.configure(preset="bench")
         store = producer_store(st)
         ids = load(store, args.invoices, prefix="S", publish=False)
-        from tasks import context, pipeline
+        from providers import get_provider
+        from tasks import context, runner
+        from tasks.services import Services
+        from tasks.workflows import INVOICE
 
-        context._store = store  # the steps use this process's store, on the run's database
         clock = Clock()
         instrument(clock)
+        # Messages go to the broker as in a worker (the publish is measured) but nobody consumes
+        # them: this loop runs each step itself, one invoice after the other.
+        services = Services(store, context.policy(), get_provider, lambda *a: context.celery_dispatch(*a))
         wall: dict[str, float] = defaultdict(float)
         cpu: dict[str, float] = defaultdict(float)
         log(f"running {len(ids)} invoices step by step in-process")
         for job_id in ids:
-            for step in ("submit", "verify", "retrieve"):
+            for spec in INVOICE.steps[:3]:
                 w, c = time.perf_counter(), time.thread_time()
-                outcome = getattr(pipeline, step).run(job_id)
-                wall[step] += time.perf_counter() - w
-                cpu[step] += time.thread_time() - c
-                if step == "verify" and outcome == "pending":
+                outcome = runner.run_step(services, spec, [job_id]).get(job_id)
+                wall[spec.name] += time.perf_counter() - w
+                cpu[spec.name] += time.thread_time() - c
+                if outcome == "poll":
                     raise RuntimeError("bench preset should answer at once")
-                if step == "verify" and outcome == "retrieved":
+                if outcome == "retrieved":
                     break  # the verify step retrieved the files itself
-        done = sum(1 for j in store.list_jobs() if j.state == "retrieved")
+        done = sum(1 for j in store.jobs.list_jobs() if j.state == "retrieved")
         store.engine.dispose()
     n = args.invoices
     categories = {k: 1000 * v / n for k, v in sorted(clock.cpu.items(), key=lambda kv: -kv[1])}

@@ -55,10 +55,29 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    sa.event.listen(engine, "checkout", _ping_in_transaction)
+    return engine
+
+
+def _ping_in_transaction(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Check a pooled connection before use, so that a PostgreSQL restart costs no failed step.
+
+    SQLAlchemy's own pre-ping runs its SELECT 1 in autocommit mode, which PostgreSQL counts as a
+    transaction of its own: one more per step. Here the SELECT 1 opens the transaction that the
+    step's statements then continue, so the check is free in transactions; a dead connection is
+    replaced by the pool (DisconnectionError) before anything else runs on it.
+    """
+    try:
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:
+        raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -37,16 +37,24 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """One invoice on its way through a provider. `state` only changes through the store's CAS updates."""
+    """One piece of work on its way through a provider: an invoice, an addenda, a download request.
+
+    `kind` names the workflow that gives `state` its meaning (see `models.states.MACHINES`);
+    `state` only changes through the store's compare-and-set updates. `parent_id` links a job that
+    another one started (the addenda of an invoice, the halves of a split download request).
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (
         sa.UniqueConstraint("provider", "entity", "internal_id", name="uq_jobs_provider_entity_internal_id"),
         sa.Index("ix_jobs_due", "state", "next_attempt_at"),
         sa.Index("ix_jobs_internal_id", "internal_id"),
+        sa.Index("ix_jobs_parent_id", "parent_id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32), default="invoice")
+    parent_id: Mapped[str | None] = mapped_column(sa.String(36))
     provider: Mapped[str] = mapped_column(sa.String(32))
     entity: Mapped[str] = mapped_column(sa.String(64))
     internal_id: Mapped[str] = mapped_column(sa.String(50))
@@ -68,6 +76,8 @@ class Job(Base):
     doc_year: Mapped[int | None] = mapped_column(sa.Integer)
     doc_batch: Mapped[str | None] = mapped_column(sa.String(100))
     doc_serial: Mapped[str | None] = mapped_column(sa.String(100))
+    doc_fiscal_id: Mapped[str | None] = mapped_column(sa.String(64))
+    doc_extra: Mapped[dict[str, str] | None] = mapped_column(sa.JSON)
     xml_url: Mapped[str | None] = mapped_column(sa.Text)
     pdf_url: Mapped[str | None] = mapped_column(sa.Text)
     links_expires_at: Mapped[datetime | None] = mapped_column(Timestamp())
@@ -108,11 +118,12 @@ class Event(Base):
 
 
 class ProviderPause(Base):
-    """A provider nobody may call for now, shared by every worker through the database.
+    """The breaker of one provider, shared by every worker through the database.
 
-    `auth`: the provider refused our credentials; calling again could lock the account, so the pause
-    lasts until an operator resumes it (`until` is NULL). `outage`: the provider kept failing; one
-    probe is let through whenever `until` passes, and its success ends the pause.
+    `closed`: calls flow; `failures` counts consecutive failed calls, and enough of them open the
+    breaker. `auth`: the provider refused our credentials; calling again could lock the account, so
+    the pause lasts until an operator resumes it (`until` is NULL). `outage`: the provider kept
+    failing; one probe is let through whenever `until` passes, and its success closes the breaker.
     """
 
     __tablename__ = "provider_pauses"
@@ -123,6 +134,7 @@ class ProviderPause(Base):
     since: Mapped[datetime] = mapped_column(Timestamp())
     until: Mapped[datetime | None] = mapped_column(Timestamp())
     probes: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failures: Mapped[int] = mapped_column(sa.Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(Timestamp())
 
 

@@ -1,11 +1,18 @@
-"""The state machine of a job: the only place that says which transitions exist."""
+"""The state machines of jobs: for each kind, the only place that says which transitions exist.
+
+A kind's machine is data: its transitions, the states in which work is still scheduled, and the
+final states. What runs in each state is declared beside it in `tasks/workflows.py`.
+"""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class JobState(enum.StrEnum):
+    """The states of an invoice."""
+
     QUEUED = "queued"
     SUBMITTED = "submitted"
     ISSUED = "issued"
@@ -18,45 +25,91 @@ class JobState(enum.StrEnum):
 Q, S, ISS, R = JobState.QUEUED, JobState.SUBMITTED, JobState.ISSUED, JobState.RETRIEVED
 INV, F, X = JobState.INVALID, JobState.FAILED, JobState.EXPIRED
 
-# `None` is the state before the job exists: creation is a transition too, so every history starts
-# with an event. Operator retries leave failed/expired back to the step that can make progress.
-TRANSITIONS: frozenset[tuple[JobState | None, JobState]] = frozenset(
-    {
-        (None, Q),
-        (None, INV),
-        (Q, S),
-        (Q, INV),
-        (Q, F),
-        (Q, X),
-        (S, ISS),
-        (S, F),
-        (S, X),
-        (ISS, R),
-        (F, Q),
-        (X, Q),
-        (X, S),
-    }
-)
-
-# States in which the pipeline still has work to do; the sweeps look only at these.
-ACTIVE: frozenset[JobState] = frozenset({Q, S, ISS, R})
-FINAL: frozenset[JobState] = frozenset({R, INV, F, X})
+Transition = tuple[str | None, str]
 
 
 class IllegalTransition(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class Machine:
+    """One kind's states. `None` is the state before the job exists: creation is a transition too,
+    so every history starts with an event."""
+
+    kind: str
+    transitions: frozenset[Transition]
+    active: frozenset[str]
+    final: frozenset[str]
+
+    def check(self, from_state: str | None, to_state: str) -> None:
+        if (from_state, to_state) not in self.transitions:
+            raise IllegalTransition(f"{self.kind}: transition {from_state} -> {to_state} is not allowed")
+
+    def is_valid_path(self, states: list[Transition]) -> bool:
+        """True when consecutive transitions chain (each starts where the previous ended) and all are allowed."""
+        current: str | None = None
+        for from_state, to_state in states:
+            if from_state != current or (from_state, to_state) not in self.transitions:
+                return False
+            current = to_state
+        return True
+
+
+# Operator retries leave failed/expired back to the step that can make progress; a corrected
+# document under the same key puts an invalid job back in the queue. `retrieved` is
+# final for the invoice's fiscal life but still active: its links are refreshed on schedule.
+INVOICE = Machine(
+    kind="invoice",
+    transitions=frozenset(
+        {
+            (None, Q),
+            (None, INV),
+            (Q, S),
+            (Q, INV),
+            (Q, F),
+            (Q, X),
+            (INV, Q),
+            (S, ISS),
+            (S, F),
+            (S, X),
+            (ISS, R),
+            (F, Q),
+            (X, Q),
+            (X, S),
+        }
+    ),
+    active=frozenset({Q, S, ISS, R}),
+    final=frozenset({R, INV, F, X}),
+)
+
+MACHINES: dict[str, Machine] = {INVOICE.kind: INVOICE}
+
+# The invoice's tables under their historical names.
+TRANSITIONS = INVOICE.transitions
+ACTIVE = INVOICE.active
+FINAL = INVOICE.final
+
+
+def machine(kind: str) -> Machine:
+    try:
+        return MACHINES[kind]
+    except KeyError:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(MACHINES))}") from None
+
+
+def active_states() -> frozenset[str]:
+    """Every state of every kind in which work is still scheduled: what the sweep looks at."""
+    return frozenset().union(*(m.active for m in MACHINES.values()))
+
+
+def final_states() -> frozenset[str]:
+    return frozenset().union(*(m.final for m in MACHINES.values()))
+
+
 def check_transition(from_state: JobState | None, to_state: JobState) -> None:
-    if (from_state, to_state) not in TRANSITIONS:
-        raise IllegalTransition(f"transition {from_state} -> {to_state} is not allowed")
+    INVOICE.check(from_state, to_state)
 
 
-def is_valid_path(states: list[tuple[JobState | None, JobState]]) -> bool:
-    """True when consecutive transitions chain (each starts where the previous ended) and all are allowed."""
-    current: JobState | None = None
-    for from_state, to_state in states:
-        if from_state != current or (from_state, to_state) not in TRANSITIONS:
-            return False
-        current = to_state
-    return True
+def is_valid_path(states: list[Transition]) -> bool:
+    return INVOICE.is_valid_path(states)

@@ -12,6 +12,7 @@ from providers.base import Provider
 FACTORIES: dict[str, str] = {
     "mysuite": "providers.mysuite:from_env",
     "hacienda": "providers.hacienda:from_env",
+    "mseller": "providers.mseller:from_env",
 }
 
 _cache: dict[str, Provider] = {}

@@ -58,6 +58,9 @@ class Policy:
     links_refresh_before_seconds: float = 24 * 3600.0
     links_refresh_window_seconds: float = 30 * 24 * 3600.0
     archive_dir: str = ".einvoice/archive"
+    # Documents are kept this long after their job reached a final state, then their bytes are
+    # purged (the job, its events and the payload's sha256 stay).
+    payload_retention_days: float = 90.0
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> Policy:

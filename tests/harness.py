@@ -17,10 +17,21 @@ from typing import Any
 
 import httpx
 
+from models import FINAL as INVOICE_FINAL
+from models import Store
 from worker.process import worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
-FINAL = {"retrieved", "failed", "invalid", "expired"}
+FINAL = set(INVOICE_FINAL)
+
+
+def transition_path(store: Store, job_id: str) -> list[tuple[str | None, str]]:
+    """The job's transitions in order, for checking a history against its state machine."""
+    return [
+        (e.from_state, e.to_state)
+        for e in store.jobs.events(job_id)
+        if e.kind in ("transition", "retry") and e.to_state is not None
+    ]
 
 
 def pipeline_env(

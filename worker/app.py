@@ -70,7 +70,12 @@ app.conf.update(
             "task": "einvoice.sweep",
             "schedule": settings.policy.sweep_interval_seconds,
             "options": {"queue": "poll", "expires": settings.policy.sweep_interval_seconds * 2},
-        }
+        },
+        "purge-payloads": {
+            "task": "einvoice.purge_payloads",
+            "schedule": 3600.0,
+            "options": {"queue": "poll", "expires": 1800.0},
+        },
     },
     einvoice_policy=settings.policy.to_mapping(),
 )

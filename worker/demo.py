@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
+from models import FINAL
+
 MB = 1024 * 1024
-FINAL_STATES = {"retrieved", "failed", "invalid", "expired"}
 
 
 def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path]:
@@ -150,7 +151,7 @@ def _wait(console: Any, store: Any, job_ids: list[str], timeout: float, worker: 
     with Progress(console=console, transient=False) as progress:
         bar = progress.add_task("processing", total=len(job_ids))
         while time.monotonic() < deadline:
-            done = sum(1 for job_id in job_ids if store.get(job_id).state in FINAL_STATES)
+            done = sum(1 for job_id in job_ids if store.jobs.get(job_id).state in FINAL)
             progress.update(bar, completed=done)
             if done == len(job_ids):
                 return True
@@ -170,7 +171,7 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
         table.add_column(column)
     states: dict[str, int] = {}
     for job_id in job_ids:
-        job = store.get(job_id)
+        job = store.jobs.get(job_id)
         states[job.state] = states.get(job.state, 0) + 1
         seconds = (job.state_changed_at - job.created_at).total_seconds()
         detail = job.doc_guid or (job.error_message or "")[:60]

@@ -53,7 +53,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import JobState, Store, TransitionInfo, utcnow
 from models.db import home_dir
+from models.usage import DatabaseUsage
 from providers.base import read_setting
+from providers.mseller.budget import month_of
+from providers.mseller.settings import MSellerSettings
 
 log = logging.getLogger("einvoice.metrics")
 
@@ -314,10 +317,12 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            counts = self.store.count_by_state()
-            overdue = self.store.oldest_due_seconds()
-            queued = self.store.oldest_in_state_seconds(JobState.QUEUED)
-            links = self.store.links_expiry_seconds()
+            counts = self.store.stats.count_by_state()
+            overdue = self.store.stats.oldest_due_seconds()
+            queued = self.store.stats.oldest_in_state_seconds(JobState.QUEUED)
+            links = self.store.stats.links_expiry_seconds()
+            month = month_of(utcnow())
+            used = DatabaseUsage(self.store.engine).by_provider(month)
         except SQLAlchemyError as exc:
             log.warning("database gauges skipped: %s", type(exc).__name__)
             return
@@ -355,6 +360,33 @@ class DatabaseCollector(Collector):
             for provider, seconds in sorted(links.items()):
                 expiry.add_metric([provider], seconds)
             yield expiry
+        yield from plan_gauges(used, monthly_limits())
+
+
+def monthly_limits() -> dict[str, int]:
+    """Providers whose plan counts requests per month, and their limit (0 = none)."""
+    return {"mseller": MSellerSettings.from_env().requests_per_month}
+
+
+def plan_gauges(used: Mapping[str, int], limits: Mapping[str, int]) -> Iterator[Metric]:
+    """Requests counted this month (UTC) and their share of the plan, for the providers with one."""
+    requests = GaugeMetricFamily(
+        "einvoice_provider_requests_month",
+        "Provider requests counted against the plan this calendar month (UTC), from the database.",
+        labels=["provider"],
+    )
+    share = GaugeMetricFamily(
+        "einvoice_provider_plan_share",
+        "Share of the plan's monthly requests used so far (1 = spent; the provider then answers 429).",
+        labels=["provider"],
+    )
+    for provider in sorted(set(used) | set(limits)):
+        requests.add_metric([provider], used.get(provider, 0))
+        limit = limits.get(provider, 0)
+        if limit > 0:
+            share.add_metric([provider], used.get(provider, 0) / limit)
+    yield requests
+    yield share
 
 
 def build_registry(store: Store, root: Path, providers: Iterable[str]) -> CollectorRegistry:

@@ -7,16 +7,19 @@ re-dispatches the job from the database.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import stat
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from models import Job, JobState, Store
 from providers import get_provider, provider_names
-from providers.base import InvalidPayload
+from providers.base import InvalidPayload, internal_id_problem
 from tasks.pipeline import dispatch
 from tasks.policy import Policy
 from worker.app import app as _app  # noqa: F401  (makes our app current for dispatch)
@@ -30,20 +33,34 @@ PUBLISH_BACKOFF_SECONDS = 5.0
 _publish_lock = threading.Lock()
 _publish_skip_until = 0.0
 
-MAX_INTERNAL_ID = 50
 # Hard ceiling on what is accepted at all: the largest document any provider takes (MYSuite
 # production, 40 MB) plus a little room for encodings. Larger input is refused, not stored.
 MAX_PAYLOAD_BYTES = 40 * 1024 * 1024
 
 
 class InvalidInput(ValueError):
-    """Input refused before a job could exist (no usable key, or too large to keep)."""
+    """Input refused: no job is created or changed (no usable key, not bytes, or too large to keep)."""
+
+
+class ConflictingDocument(InvalidInput):
+    """The key already names a job with another document.
+
+    Answering "already known" would drop the new document silently, and the ERP would believe a
+    corrected invoice went out when the first one did. Only an invalid job's document may be
+    replaced (see `enqueue`).
+    """
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 @dataclass(frozen=True)
 class Enqueued:
     job: Job
     created: bool
+    replaced: bool = False
+    """The document took the place of an invalid job's (which may still be invalid, for a new reason)."""
 
     @property
     def state(self) -> str:
@@ -51,23 +68,39 @@ class Enqueued:
 
 
 def check_internal_id(internal_id: str) -> str:
-    """The ERP's id is the provider's idempotency key (MYSuite Data2): 1 to 50 printable characters."""
-    if not isinstance(internal_id, str) or not internal_id.strip():
-        raise InvalidInput("internal id is empty")
-    if len(internal_id) > MAX_INTERNAL_ID:
-        raise InvalidInput(f"internal id is {len(internal_id)} characters; the limit is {MAX_INTERNAL_ID}")
-    # Cs: a lone surrogate cannot even be stored (no encoding has it); Cf: invisible format
-    # characters (bidi overrides) that make two ids look alike.
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in internal_id):
-        raise InvalidInput("internal id contains control characters")
-    if internal_id != internal_id.strip():
-        raise InvalidInput("internal id has leading or trailing spaces")
+    problem = internal_id_problem(internal_id)
+    if problem:
+        raise InvalidInput(problem)
     return internal_id
+
+
+def _too_large(size: str) -> InvalidInput:
+    return InvalidInput(f"document is {size} bytes; the largest accepted is {MAX_PAYLOAD_BYTES:,} bytes (40 MB)")
+
+
+def read_document(path: Path) -> bytes:
+    """A document from a file, never reading more than the largest document we accept.
+
+    A regular file larger than that is refused by its size, unread. Anything else (/dev/zero, a pipe,
+    a file still growing) says nothing true about its size, so at most one byte beyond the limit is
+    read: enough to know it is too large without holding an endless stream in memory.
+    """
+    try:
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > MAX_PAYLOAD_BYTES:
+                raise _too_large(f"{info.st_size:,}")
+            content = file.read(MAX_PAYLOAD_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(content) > MAX_PAYLOAD_BYTES:
+        raise _too_large(f"over {MAX_PAYLOAD_BYTES:,}")
+    return content
 
 
 def enqueue(
     store: Store,
-    payload: bytes,
+    payload: bytes | bytearray | memoryview,
     internal_id: str,
     *,
     provider: str = "mysuite",
@@ -75,47 +108,92 @@ def enqueue(
     actor: str = "producer",
     publish: bool = True,
 ) -> Enqueued:
-    """Accept one document. The same (provider, entity, internal id) again returns the existing job.
+    """Accept one document. The same (provider, entity, internal id) with the same document again
+    returns the existing job.
 
-    Raises InvalidInput when there is nothing to key a job on or the payload is too large to keep;
-    a document that is merely wrong (not XML, DOCTYPE, wrong root...) becomes an `invalid` job so
-    that the ERP can see why, and is never sent.
+    Raises InvalidInput when there is nothing to key a job on or the payload is not bytes or too
+    large to keep, and ConflictingDocument when the key already names a job with another document.
+    A document that is merely wrong (not XML, DOCTYPE, wrong root...) becomes an `invalid` job so
+    that the ERP can see why, and is never sent; the corrected document sent under the same key
+    then replaces it.
     """
     pol = policy or Policy()
     if provider not in provider_names():
         raise InvalidInput(f"unknown provider {provider!r}; known: {', '.join(provider_names())}")
+    if isinstance(payload, bytearray | memoryview):
+        payload = bytes(payload)
+    if not isinstance(payload, bytes):
+        raise InvalidInput(f"the document must be bytes, not {type(payload).__name__}")
     check_internal_id(internal_id)
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise InvalidInput(
-            f"document is {len(payload):,} bytes; the largest accepted is {MAX_PAYLOAD_BYTES:,} bytes (40 MB)"
-        )
+        raise _too_large(f"{len(payload):,}")
     client = get_provider(provider)
     reason: str | None = None
     try:
         client.validate(payload, internal_id)
     except InvalidPayload as exc:
         reason = exc.message
-    job, created = store.create_job(
+    deadline = timedelta(seconds=pol.deadline_seconds)
+    grace = timedelta(seconds=pol.redispatch_seconds)
+    job, created = store.jobs.create_job(
         provider=provider,
         entity=client.entity,
         internal_id=internal_id,
         payload=None if reason else payload,
         actor=actor,
-        deadline=timedelta(seconds=pol.deadline_seconds),
-        dispatch_grace=timedelta(seconds=pol.redispatch_seconds),
+        deadline=deadline,
+        dispatch_grace=grace,
         invalid_reason=reason,
     )
-    if created and publish and job.state == JobState.QUEUED:
+    replaced = False
+    if not created:
+        job, replaced = _repeat(store, job, payload, reason, actor=actor, deadline=deadline, grace=grace)
+    if (created or replaced) and publish and job.state == JobState.QUEUED:
         _publish(job, internal_id)
     log.info(
         "job=%s internal_id=%s provider=%s %s as %s",
         job.id,
         internal_id,
         provider,
-        "accepted" if created else "already known",
+        "accepted" if created else "replaced" if replaced else "already known",
         job.state,
     )
-    return Enqueued(job, created)
+    return Enqueued(job, created, replaced)
+
+
+def _repeat(
+    store: Store, job: Job, payload: bytes, reason: str | None, *, actor: str, deadline: timedelta, grace: timedelta
+) -> tuple[Job, bool]:
+    """A key seen before: (the job, whether this document replaced its previous one).
+
+    The same document is the same job. An invalid job keeps no document, so there is nothing to
+    compare: a valid document replaces it, and an invalid one replaces only the reason, when it
+    differs (the job is then described by nothing else). Another document under the key of a job
+    that is not invalid is refused. If a concurrent replacement moves the job out of `invalid`
+    first, this document is compared with the winner's.
+    """
+    digest = hashlib.sha256(payload).hexdigest()
+    for _ in range(3):
+        if job.state != JobState.INVALID:
+            stored = store.jobs.document_sha256(job.id)
+            if stored == digest:
+                return job, False
+            kept = f"sha256 {stored[:12]}…" if stored else "no document"
+            raise ConflictingDocument(
+                f"internal id {job.internal_id!r} already names job {job.id} ({job.state}) with another "
+                f"document ({kept}; this one is sha256 {digest[:12]}…); only an invalid job's document "
+                "can be replaced: send a new document under a new internal id",
+                job,
+            )
+        if reason is not None and reason == job.error_message:
+            return job, False
+        moved = store.jobs.replace_invalid(
+            job.id, payload=payload, actor=actor, deadline=deadline, dispatch_grace=grace, invalid_reason=reason
+        )
+        if moved is not None:
+            return moved, True
+        job = store.jobs.get(job.id)
+    raise InvalidInput(f"job {job.id} kept changing state while its document was being replaced; send it again")
 
 
 def _publish(job: Job, internal_id: str) -> None:

@@ -13,7 +13,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.db import database_url, home_dir
 from providers.base import read_setting
@@ -27,14 +30,49 @@ def mask_url(url: str) -> str:
     return _PASSWORD_IN_URL.sub(r"\1:***@", url)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+# Every EINVOICE_<POLICY FIELD> as a typed setting: numbers must parse and may not be negative,
+# counts must be whole and at least 1, and an empty value is an error rather than a silent 0.
+_POLICY_FIELDS: dict[str, Any] = {
+    f.name: (
+        Annotated[int, Field(ge=1)] if f.type == "int" else Annotated[float, Field(ge=0)],
+        f.default,
+    )
+    for f in fields(Policy)
+    if f.type in ("float", "int")
+}
+PolicyEnv = create_model(
+    "PolicyEnv",
+    __base__=BaseSettings,
+    __config__=None,
+    **_POLICY_FIELDS,
+)
+PolicyEnv.model_config = SettingsConfigDict(env_prefix="EINVOICE_", extra="ignore", env_ignore_empty=False)
+
+
+class CoreEnv(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=False)
+
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9808
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used as given; the message names the variable."""
+
+
+def _parse(model: type[BaseSettings], env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    names = {name.lower(): value for name, value in env.items()}
     try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        parsed = model.model_validate(
+            {field: names[prefix.lower() + field] for field in model.model_fields if prefix.lower() + field in names}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{prefix}{str(error['loc'][0]).upper()}={names.get(prefix.lower() + str(error['loc'][0]), '')!r}: "
+            f"{error['msg']}"
+            for error in exc.errors()
+        )
+        raise SettingsError(f"invalid setting: {problems}") from None
+    return {name: getattr(parsed, name) for name in parsed.model_fields_set}
 
 
 @dataclass(frozen=True)
@@ -59,19 +97,15 @@ class Settings:
         env = os.environ if environ is None else environ
         home = home_dir(env)
         archive = Path(env.get("ARCHIVE_DIR") or home / "archive").resolve()
-        overrides: dict[str, Any] = {}
-        for f in fields(Policy):
-            name = "EINVOICE_" + f.name.upper()
-            if name in env and f.type in ("float", "int"):
-                value = _float(env, name, 0.0)
-                overrides[f.name] = int(value) if f.type == "int" else value
+        overrides = _parse(PolicyEnv, env, "EINVOICE_")
         overrides["archive_dir"] = str(archive)
+        core = _parse(CoreEnv, env, "")
         return cls(
             database_url=database_url(env),
             broker_url=read_setting("CELERY_BROKER_URL", environ=env) or "filesystem://",
             home=home,
             archive_dir=archive,
-            metrics_port=int(_float(env, "METRICS_PORT", 9808)),
+            metrics_port=core.get("metrics_port", CoreEnv.model_fields["metrics_port"].default),
             policy=Policy(**overrides),
         )
 

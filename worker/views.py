@@ -1,11 +1,33 @@
-"""The JSON shapes of the interface contract (`status --json`, `list --json`, `events --json`)."""
+"""The JSON shapes of the interface contract (`status --json`, `list --json`, `events --json`), and
+text made safe for a terminal."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any
 
 from models import Event, Job, PauseInfo
+from providers.base import CONTROL_CATEGORIES
+
+"""Characters that act on a terminal or on how text reads rather than showing: C0/C1 controls
+(escape sequences, carriage return), invisible format characters (bidi overrides), lone surrogates,
+line and paragraph separators."""
+
+
+def terminal_text(text: str) -> str:
+    """`text` with every control character written as its Python escape (ESC as \\x1b).
+
+    Ids and messages come from ERPs and providers: printed raw, an escape sequence could recolour or
+    rewrite what an operator reads (hide an error, fake a state), and a carriage return could
+    overwrite a line. JSON output is left exact: it is read by programs, not terminals.
+    """
+    if not any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in text):
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in CONTROL_CATEGORIES else ch
+        for ch in text
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -26,10 +48,12 @@ def job_status(job: Job) -> dict[str, Any]:
         "adopted": job.adopted,
         "size_bytes": job.size_bytes,
         "document": {
+            "fiscal_id": job.doc_fiscal_id or job.doc_guid,
             "guid": job.doc_guid,
             "year": job.doc_year,
             "batch": job.doc_batch,
             "serial": job.doc_serial,
+            **(job.doc_extra or {}),
         },
         "links": {"xml": job.xml_url, "pdf": job.pdf_url, "expires_at": _iso(job.links_expires_at)},
         "error": error,

@@ -126,6 +126,7 @@ class HaciendaClient:
         return self._exchange("submit", "POST", self._base, body, handle)
 
     batch_size = 50
+    retrieve_in_verify = False
 
     def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
         """No batch endpoint: one call per id, over this client's kept-alive connections."""

@@ -132,6 +132,7 @@ class MySuiteClient:
         return self.config.entity
 
     batch_size = 50
+    retrieve_in_verify = False
 
     def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
         """No batch endpoint: one call per id, over this client's kept-alive connections."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from models import Store, make_engine
 from models.states import is_valid_path
-from tests.harness import FINAL, Worker, pipeline_env, run_cli, sandbox_admin
+from tests.harness import FINAL, Worker, pipeline_env, run_cli, sandbox_admin, transition_path
 from worker.samples import native_xml
 
 
@@ -29,11 +29,11 @@ class Stack:
         return Worker(self.env, self.home / f"{name}.log", name=name, **kwargs)
 
     def all_final(self, count: int) -> bool:
-        jobs = self.store.list_jobs()
+        jobs = self.store.jobs.list_jobs()
         return len(jobs) == count and all(job.state in FINAL for job in jobs)
 
     def states(self) -> dict[str, str]:
-        return {job.internal_id: job.state for job in self.store.list_jobs()}
+        return {job.internal_id: job.state for job in self.store.jobs.list_jobs()}
 
 
 def write_batch(folder: Path, count: int, prefix: str) -> dict[str, bytes]:
@@ -53,13 +53,13 @@ def write_batch(folder: Path, count: int, prefix: str) -> dict[str, bytes]:
 def check_outcome(stack: Stack, docs: dict[str, bytes], prefix: str) -> dict[str, int]:
     """Every job final and consistent with what the sandbox decided; every history a valid path."""
     counters = stack.admin("counters")
-    jobs = {job.internal_id: job for job in stack.store.list_jobs()}
+    jobs = {job.internal_id: job for job in stack.store.jobs.list_jobs()}
     assert set(jobs) == set(docs)
     tally: dict[str, int] = {}
     for internal_id, job in jobs.items():
         tally[job.state] = tally.get(job.state, 0) + 1
-        events = stack.store.events(job.id)
-        path = stack.store.transition_path(job.id)
+        events = stack.store.jobs.events(job.id)
+        path = transition_path(stack.store, job.id)
         assert is_valid_path(path), (internal_id, path)
         assert [e.id for e in events] == sorted(e.id for e in events)
         if internal_id.endswith("BAD"):
@@ -77,7 +77,7 @@ def check_outcome(stack: Stack, docs: dict[str, bytes], prefix: str) -> dict[str
             assert job.error_message
         else:
             assert job.doc_guid and job.polls >= 1
-            artifacts = {a.kind: a for a in stack.store.artifacts(job.id)}
+            artifacts = {a.kind: a for a in stack.store.jobs.artifacts(job.id)}
             assert set(artifacts) == {"xml", "pdf"}
             for artifact in artifacts.values():
                 assert hashlib.sha256(Path(artifact.path).read_bytes()).hexdigest() == artifact.sha256

@@ -47,7 +47,7 @@ def test_mysuite_and_hacienda_in_one_batch(pg_stack: Stack, tmp_path: Path) -> N
         )
     finally:
         worker.stop()
-    jobs = {job.internal_id: job for job in pg_stack.store.list_jobs()}
+    jobs = {job.internal_id: job for job in pg_stack.store.jobs.list_jobs()}
     assert {jobs[f"MX-{n:03d}"].provider for n in range(15)} == {"mysuite"}
     assert jobs["CR-BADCLAVE"].state == "invalid" and "clave" in (jobs["CR-BADCLAVE"].error_message or "").lower()
     counters = hacienda("counters")["claves"]
@@ -59,7 +59,7 @@ def test_mysuite_and_hacienda_in_one_batch(pg_stack: Stack, tmp_path: Path) -> N
         assert counters[job.provider_request_id]["created"] == 1
         assert job.state in ("retrieved", "failed")
         if job.state == "retrieved":
-            assert "respuesta" in {a.kind for a in pg_stack.store.artifacts(job.id)}
+            assert "respuesta" in {a.kind for a in pg_stack.store.jobs.artifacts(job.id)}
         else:
             assert job.error_message
     assert cr_states.get("retrieved", 0) >= 8

@@ -69,7 +69,7 @@ def test_enqueued_twice_is_one_job_and_one_submission(pg_stack: Stack, tmp_path:
         worker.stop()
     counters = pg_stack.admin("counters")["async"]["TWICE-1"]
     assert (counters["calls"], counters["documents"]) == (1, 1)
-    assert len(pg_stack.store.list_jobs()) == 1
+    assert len(pg_stack.store.jobs.list_jobs()) == 1
 
 
 def test_links_are_refreshed_before_they_expire(pg_stack: Stack, tmp_path: Path) -> None:
@@ -81,19 +81,19 @@ def test_links_are_refreshed_before_they_expire(pg_stack: Stack, tmp_path: Path)
     worker = pg_stack.worker().start()
     try:
         wait_until(lambda: pg_stack.states().get("LINKS-1") == "retrieved", timeout=60, what="retrieved")
-        job = pg_stack.store.resolve("LINKS-1")
+        job = pg_stack.store.jobs.resolve("LINKS-1")
         first_links, first_expiry = (job.xml_url, job.pdf_url), job.links_expires_at
         wait_until(
-            lambda: any(e.kind == "links" for e in pg_stack.store.events(job.id)),
+            lambda: any(e.kind == "links" for e in pg_stack.store.jobs.events(job.id)),
             timeout=30,
             what="a links refresh event",
         )
     finally:
         worker.stop()
-    job = pg_stack.store.get(job.id)
+    job = pg_stack.store.jobs.get(job.id)
     assert (job.xml_url, job.pdf_url) != first_links
     assert job.links_expires_at is not None and first_expiry is not None and job.links_expires_at > first_expiry
-    refresh = next(e for e in pg_stack.store.events(job.id) if e.kind == "links")
+    refresh = next(e for e in pg_stack.store.jobs.events(job.id) if e.kind == "links")
     assert "http" not in (refresh.message or "")  # events never hold the links themselves
 
 
@@ -120,14 +120,14 @@ def test_operator_links_and_retry_commands(pg_stack: Stack, tmp_path: Path) -> N
     worker = pg_stack.worker().start()
     try:
         wait_until(lambda: pg_stack.states().get("OP-1") == "retrieved", timeout=60, what="retrieved")
-        before = pg_stack.store.resolve("OP-1").xml_url
+        before = pg_stack.store.jobs.resolve("OP-1").xml_url
         links = json.loads(pg_stack.cli("links", "OP-1", "--json").stdout)
         assert links["xml"] and links["xml"] != before
         refused = pg_stack.cli("retry", "OP-1", check=False)
         assert refused.returncode != 0 and "only failed or expired" in refused.stderr
     finally:
         worker.stop()
-    kinds = [e.kind for e in pg_stack.store.events(pg_stack.store.resolve("OP-1").id)]
+    kinds = [e.kind for e in pg_stack.store.jobs.events(pg_stack.store.jobs.resolve("OP-1").id)]
     assert "links" in kinds
 
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from models import Event, Store, make_engine
 from models.states import is_valid_path
 from sandbox.app import build_app
 from sandbox.server import ServerThread, free_port
-from tests.harness import FINAL, Worker, pipeline_env, run_cli, sandbox_admin, wait_until
+from tests.harness import FINAL, Worker, pipeline_env, run_cli, sandbox_admin, transition_path, wait_until
 from worker.samples import native_xml
 
 OBSERVER = "faults-observer"
@@ -136,12 +137,16 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 
 
 def batch(prefix: str, count: int, *, small_every: int = 25) -> dict[str, bytes]:
-    """`count` invoices: most over the async minimum, every `small_every`-th small (sync path)."""
+    """`count` invoices: most over the async minimum, every `small_every`-th small (sync path).
+
+    Folios are unique per internal id, as a real series issues them: a lookup by serie and folio
+    after a lost answer must find this document, not one of another batch.
+    """
     docs = {}
     for n in range(count):
         key = f"{prefix}-{n:03d}"
         size = 1200 if n % small_every == small_every - 1 else 5000 + 600 * (n % 8)
-        docs[key] = native_xml(key, size, folio=n + 1)
+        docs[key] = native_xml(key, size, folio=zlib.crc32(key.encode()))
     return docs
 
 
@@ -177,7 +182,7 @@ class FaultStack:
 
     def counts(self) -> dict[str, int]:
         totals: dict[str, int] = {}
-        for _, state, count in self.store.count_by_state():
+        for _, state, count in self.store.stats.count_by_state():
             totals[state] = totals.get(state, 0) + count
         return totals
 
@@ -193,7 +198,7 @@ class FaultStack:
 
     def leased(self, state: str) -> int:
         now = datetime.now(UTC)
-        with self.store.session() as session:
+        with self.store.db.session() as session:
             return int(
                 session.execute(
                     sa.text("SELECT count(*) FROM jobs WHERE state = :s AND lease_until > :now"),
@@ -209,7 +214,7 @@ class FaultStack:
         found: list[datetime] = []
 
         def moved() -> bool:
-            with self.store.session() as session:
+            with self.store.db.session() as session:
                 first = session.scalar(
                     sa.select(sa.func.min(Event.at)).where(Event.kind == "transition", Event.at > since)
                 )
@@ -234,13 +239,13 @@ class FaultStack:
         Returns the tally of final states and the duplicates the sandbox answered (3196).
         """
         counters = self.admin("counters")
-        jobs = {job.internal_id: job for job in self.store.list_jobs()}
+        jobs = {job.internal_id: job for job in self.store.jobs.list_jobs()}
         assert set(jobs) == set(docs), "every accepted invoice has exactly one job"
         tally: dict[str, int] = {}
         duplicates = 0
         for internal_id, job in jobs.items():
             tally[job.state] = tally.get(job.state, 0) + 1
-            path = self.store.transition_path(job.id)
+            path = transition_path(self.store, job.id)
             assert is_valid_path(path), (internal_id, path)
             assert job.state in FINAL, (internal_id, job.state)
             if len(docs[internal_id]) <= 4096:
@@ -257,7 +262,7 @@ class FaultStack:
                 assert job.state == expected, (internal_id, job.state, entry, job.error_message)
                 assert job.provider_request_id == entry["request_id"]
             if job.state == "retrieved":
-                artifacts = {a.kind: a for a in self.store.artifacts(job.id)}
+                artifacts = {a.kind: a for a in self.store.jobs.artifacts(job.id)}
                 assert set(artifacts) == {"xml", "pdf"}, (internal_id, set(artifacts))
                 for artifact in artifacts.values():
                     content = Path(artifact.path).read_bytes()

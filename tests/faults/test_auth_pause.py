@@ -27,8 +27,8 @@ def test_refused_credentials_pause_the_provider_until_resumed(fault_stack: Fault
     worker = stack.worker(concurrency=6)
     stack.submit(docs, "auth")
 
-    wait_until(lambda: stack.store.provider_pause("mysuite") is not None, timeout=30, what="the provider paused")
-    pause = stack.store.provider_pause("mysuite")
+    wait_until(lambda: stack.store.pauses.provider_pause("mysuite") is not None, timeout=30, what="the provider paused")
+    pause = stack.store.pauses.provider_pause("mysuite")
     assert pause is not None and pause.kind == "auth" and pause.until is None
     time.sleep(1.0)  # calls already on the wire when the pause was written
     calls_at_pause = stack.admin("counters")["totals"]["calls"]
@@ -40,7 +40,12 @@ def test_refused_credentials_pause_the_provider_until_resumed(fault_stack: Fault
 
     counts = stack.counts()
     assert counts == {"queued": len(docs)}, "jobs do not fail: they wait in their state"
-    kinds = {e.error_class for job in stack.store.list_jobs() for e in stack.store.events(job.id) if e.kind == "error"}
+    kinds = {
+        e.error_class
+        for job in stack.store.jobs.list_jobs()
+        for e in stack.store.jobs.events(job.id)
+        if e.kind == "error"
+    }
     assert "auth" in kinds
     listed = json.loads(stack.cli("providers", "--json").stdout)
     assert [(p["provider"], p["kind"]) for p in listed] == [("mysuite", "auth")]

@@ -139,7 +139,7 @@ def test_provider_outage_then_back(fault_stack: FaultStack) -> None:
 
     def watch() -> None:
         while time.time() - outage_start < 10:
-            pause = stack.store.provider_pause("mysuite")
+            pause = stack.store.pauses.provider_pause("mysuite")
             if pause is not None:
                 paused.append(pause.kind)
             time.sleep(0.2)
@@ -236,8 +236,7 @@ def test_duplicate_messages_and_racing_workers(fault_stack: FaultStack) -> None:
     stack = fault_stack
     docs = batch("DUP", 200)
     publisher = Celery("duplicates", broker=stack.redis.url)
-    stack.worker("wa", concurrency=4)
-    stack.worker("wb", concurrency=4)
+    # Submitted before any worker runs, so every submit message is duplicated whatever the speed.
     stack.submit(docs, "dup")
     steps = {
         "queued": ("einvoice.submit", "submit"),
@@ -246,8 +245,9 @@ def test_duplicate_messages_and_racing_workers(fault_stack: FaultStack) -> None:
     }
     published = 0
     deadline = time.monotonic() + 120
+    started = False
     while time.monotonic() < deadline:
-        active = [job for job in stack.store.list_jobs() if job.state in steps]
+        active = [job for job in stack.store.jobs.list_jobs() if job.state in steps]
         if not active:
             break
         for job in active:
@@ -255,6 +255,10 @@ def test_duplicate_messages_and_racing_workers(fault_stack: FaultStack) -> None:
             for _ in range(2):
                 publisher.send_task(task, args=[job.id], queue=queue)
                 published += 1
+        if not started:
+            stack.worker("wa", concurrency=4)
+            stack.worker("wb", concurrency=4)
+            started = True
         time.sleep(0.7)
     publisher.close()
     stack.wait_final(len(docs))

@@ -68,12 +68,13 @@ def test_no_secret_payload_or_link_in_logs_output_or_repr(fault_stack: FaultStac
     folder.mkdir()
     for key, payload in docs.items():
         (folder / f"{key}.xml").write_bytes(payload)
-    for args in (("submit", str(folder)), ("submit", str(bad), "--json")):
-        result = stack.cli(*args)
+    for args, code in ((("submit", str(folder)), 0), (("submit", str(bad), "--json"), 3)):
+        result = stack.cli(*args, check=False)
+        assert result.returncode == code, result.stderr
         outputs += [result.stdout, result.stderr]
     stack.wait_final(len(docs) + 1, timeout=120)
     stack.stop_workers()
-    states = {job.internal_id: job.state for job in stack.store.list_jobs()}
+    states = {job.internal_id: job.state for job in stack.store.jobs.list_jobs()}
     assert states.pop("SECRET-BAD") == "invalid"
     assert set(states.values()) <= {"retrieved", "failed"} and "retrieved" in states.values()
     counters = stack.admin("counters")
@@ -86,7 +87,7 @@ def test_no_secret_payload_or_link_in_logs_output_or_repr(fault_stack: FaultStac
     outputs.append(json.dumps(events))
     outputs += [stack.cli("providers").stdout, stack.cli("list").stdout]
 
-    job = stack.store.resolve("SECRET-0")
+    job = stack.store.jobs.resolve("SECRET-0")
     link = job.xml_url or ""
     token = link.rsplit("/files/", 1)[-1]
     assert "/files/" in link and len(token) > 20

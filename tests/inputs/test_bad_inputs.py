@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from models import Store, make_engine
 from sandbox.app import build_app
 from sandbox.server import ServerThread
-from tests.harness import FINAL, ROOT, Worker, pipeline_env, sandbox_admin, wait_until
+from tests.harness import FINAL, ROOT, Worker, pipeline_env, sandbox_admin, transition_path, wait_until
 from tests.inputs.corpus import DOCUMENTS, GOOD, IDS, PASSWD_MARK, Case
 from worker.producer import InvalidInput, enqueue
 
@@ -32,11 +32,11 @@ def store(migrated_pg_url: str) -> Iterator[Store]:
 def _everything_said(store: Store) -> str:
     """Every text the service kept about its jobs: errors, events, payloads."""
     parts = []
-    for job in store.list_jobs():
+    for job in store.jobs.list_jobs():
         parts += [job.error_message or "", job.internal_id]
-        parts += [e.message or "" for e in store.events(job.id)]
+        parts += [e.message or "" for e in store.jobs.events(job.id)]
         if job.state != "invalid":
-            parts.append(store.payload(job.id).decode("utf-8", "replace"))
+            parts.append(store.jobs.payload(job.id).decode("utf-8", "replace"))
     return "\n".join(parts)
 
 
@@ -45,14 +45,14 @@ def test_producer_api(store: Store, case: Case) -> None:
     if case.outcome == "refused":
         with pytest.raises(InvalidInput, match=f"(?i){case.reason}"):
             enqueue(store, case.payload, case.internal_id, publish=False)
-        assert store.list_jobs() == []
+        assert store.jobs.list_jobs() == []
         return
     outcome = enqueue(store, case.payload, case.internal_id, publish=False)
     job = outcome.job
     if case.outcome == "invalid":
         assert job.state == "invalid"
         assert job.error_message and case.reason in job.error_message.lower(), job.error_message
-        assert store.transition_path(job.id) == [(None, "invalid")]
+        assert transition_path(store, job.id) == [(None, "invalid")]
     else:
         assert job.state == "queued"
     assert PASSWD_MARK not in _everything_said(store)
@@ -118,7 +118,11 @@ def test_cli_and_worker(pipeline: tuple[dict[str, str], Store, str], tmp_path: P
         (folder / f"{case.internal_id}.xml").write_bytes(case.payload)
     (folder / "C-GOOD.xml").write_bytes(GOOD.replace(b"CORPUS-GOOD", b"C-GOOD"))
     result = _cli(env, "submit", str(folder), "--json")
-    assert result.returncode == 0, result.stderr
+    # Every file is processed; the status then reports the worst outcome: a refused document.
+    assert result.returncode == 2, result.stderr
+    invalid_count = sum(case.outcome == "invalid" for case in DOCUMENTS)
+    refused_count = sum(case.outcome == "refused" for case in DOCUMENTS)
+    assert f", {invalid_count} invalid, {refused_count} refused" in result.stderr
     assert "Traceback" not in result.stderr
     answers = {item["internal_id"]: item for item in json.loads(result.stdout)}
     for case in DOCUMENTS:
@@ -138,11 +142,13 @@ def test_cli_and_worker(pipeline: tuple[dict[str, str], Store, str], tmp_path: P
 
     worker = Worker(env, tmp_path / "worker.log", concurrency=2).start()
     try:
-        wait_until(lambda: all(job.state in FINAL for job in store.list_jobs()), timeout=60, what="every job final")
+        wait_until(
+            lambda: all(job.state in FINAL for job in store.jobs.list_jobs()), timeout=60, what="every job final"
+        )
         assert worker.alive()
     finally:
         worker.stop()
-    states = {job.internal_id: job.state for job in store.list_jobs()}
+    states = {job.internal_id: job.state for job in store.jobs.list_jobs()}
     assert states.pop("C-GOOD") == "retrieved"
     expected = {case.internal_id: case.outcome for case in DOCUMENTS if case.outcome != "refused"}
     assert states == expected

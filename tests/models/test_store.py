@@ -7,15 +7,16 @@ from datetime import timedelta
 
 import pytest
 
-from models import ErrorInfo, IllegalTransition, JobState, Store
+from models import Change, ErrorInfo, IllegalTransition, JobState, Note, Store
 from models.states import is_valid_path
+from tests.harness import transition_path
 
 DAY = timedelta(days=1)
 NOW = timedelta(0)
 
 
 def new_job(store: Store, internal_id: str = "INV-1", payload: bytes = b"<x/>", **kwargs):
-    return store.create_job(
+    return store.jobs.create_job(
         provider="mysuite",
         entity="JES900109Q90",
         internal_id=internal_id,
@@ -32,39 +33,39 @@ def test_same_key_twice_is_one_job(store: Store) -> None:
     second, created_again = new_job(store, payload=b"<other/>")
     assert created and not created_again
     assert first.id == second.id
-    assert store.payload(first.id) == b"<x/>"
-    assert len(store.events(first.id)) == 1
+    assert store.jobs.payload(first.id) == b"<x/>"
+    assert len(store.jobs.events(first.id)) == 1
 
 
 def test_transition_is_compare_and_set(store: Store) -> None:
     job, _ = new_job(store)
-    assert store.transition(
+    assert store.steps.transition(
         job.id, JobState.QUEUED, JobState.SUBMITTED, actor="a", fields={"provider_request_id": "r1"}
     )
-    assert not store.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor="b")
+    assert not store.steps.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor="b")
     with pytest.raises(IllegalTransition):
-        store.transition(job.id, JobState.SUBMITTED, JobState.QUEUED, actor="c")
-    events = store.events(job.id)
+        store.steps.transition(job.id, JobState.SUBMITTED, JobState.QUEUED, actor="c")
+    events = store.jobs.events(job.id)
     assert [(e.from_state, e.to_state) for e in events] == [(None, "queued"), ("queued", "submitted")]
-    assert store.get(job.id).provider_request_id == "r1"
+    assert store.jobs.get(job.id).provider_request_id == "r1"
 
 
 def test_invalid_job_keeps_reason_and_no_payload(store: Store) -> None:
     job, _ = new_job(store, invalid_reason="not XML")
     assert job.state == "invalid"
-    assert store.get(job.id).error_message == "not XML"
-    assert store.events(job.id)[0].to_state == "invalid"
+    assert store.jobs.get(job.id).error_message == "not XML"
+    assert store.jobs.events(job.id)[0].to_state == "invalid"
     with pytest.raises(LookupError):
-        store.payload(job.id)
+        store.jobs.payload(job.id)
 
 
 def test_claim_excludes_a_second_worker_until_the_lease_ends(store: Store) -> None:
     held, _ = new_job(store, "HELD")
-    assert store.claim(held.id, JobState.QUEUED, timedelta(minutes=5)) is not None
-    assert store.claim(held.id, JobState.QUEUED, timedelta(minutes=5)) is None
+    assert store.steps.claim([held.id], JobState.QUEUED, timedelta(minutes=5))
+    assert not store.steps.claim([held.id], JobState.QUEUED, timedelta(minutes=5))
     lapsed, _ = new_job(store, "LAPSED")
-    assert store.claim(lapsed.id, JobState.QUEUED, timedelta(seconds=-1)) is not None  # its worker died
-    assert store.claim(lapsed.id, JobState.QUEUED, timedelta(minutes=5)) is not None
+    assert store.steps.claim([lapsed.id], JobState.QUEUED, timedelta(seconds=-1))  # its worker died
+    assert store.steps.claim([lapsed.id], JobState.QUEUED, timedelta(minutes=5))
 
 
 def test_concurrent_transitions_leave_exactly_one_event(store: Store) -> None:
@@ -74,7 +75,7 @@ def test_concurrent_transitions_leave_exactly_one_event(store: Store) -> None:
 
     def race() -> None:
         barrier.wait()
-        wins.append(store.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor="racer"))
+        wins.append(store.steps.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor="racer"))
 
     threads = [threading.Thread(target=race) for _ in range(8)]
     for t in threads:
@@ -82,35 +83,36 @@ def test_concurrent_transitions_leave_exactly_one_event(store: Store) -> None:
     for t in threads:
         t.join()
     assert wins.count(True) == 1
-    assert [e.to_state for e in store.events(job.id)] == ["queued", "submitted"]
+    assert [e.to_state for e in store.jobs.events(job.id)] == ["queued", "submitted"]
 
 
 def test_errors_are_events_and_do_not_change_state(store: Store) -> None:
     job, _ = new_job(store)
     info = ErrorInfo("transient", "read timeout", code=None)
-    assert store.record_error(job.id, JobState.QUEUED, info, actor="w", attempt=3, next_attempt_at=None)
-    event = store.events(job.id)[-1]
+    change = Change(job.id, JobState.QUEUED, note=Note("error", info.message, info), attempt=3)
+    assert store.steps.record([change], actor="w") == [True]
+    event = store.jobs.events(job.id)[-1]
     assert (event.kind, event.from_state, event.to_state, event.attempt) == ("error", "queued", "queued", 3)
-    assert store.get(job.id).state == "queued"
+    assert store.jobs.get(job.id).state == "queued"
 
 
 def test_take_due_dispatches_each_job_once_until_redispatch(store: Store) -> None:
     ids = {new_job(store, f"INV-{n}")[0].id for n in range(5)}
-    first = store.take_due(limit=100, redispatch_after=timedelta(minutes=1))
-    assert {job_id for job_id, _ in first} == ids
-    assert store.take_due(limit=100, redispatch_after=timedelta(minutes=1)) == []
+    first = store.schedule.take_due(limit=100, redispatch_after=timedelta(minutes=1))
+    assert {due.job_id for due in first} == ids
+    assert store.schedule.take_due(limit=100, redispatch_after=timedelta(minutes=1)) == []
 
 
 def test_full_history_is_a_valid_path(store: Store) -> None:
     job, _ = new_job(store)
     for a, b in [("queued", "submitted"), ("submitted", "issued"), ("issued", "retrieved")]:
-        assert store.transition(job.id, JobState(a), JobState(b), actor="w")
-    assert is_valid_path(store.transition_path(job.id))
+        assert store.steps.transition(job.id, JobState(a), JobState(b), actor="w")
+    assert is_valid_path(transition_path(store, job.id))
 
 
 def test_resolve_by_job_id_or_internal_id(store: Store) -> None:
     job, _ = new_job(store, "ERP-77")
-    assert store.resolve(job.id).id == job.id
-    assert store.resolve("ERP-77").id == job.id
+    assert store.jobs.resolve(job.id).id == job.id
+    assert store.jobs.resolve("ERP-77").id == job.id
     with pytest.raises(LookupError):
-        store.resolve("nope")
+        store.jobs.resolve("nope")

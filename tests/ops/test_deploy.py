@@ -173,9 +173,11 @@ def test_mounted_files_exist() -> None:
 
 def test_environment_names_are_the_ones_the_code_reads() -> None:
     from tasks.policy import Policy
+    from worker.settings import CoreEnv
 
     flower_options = flower_option_names()
     policy_names = {"EINVOICE_" + name.upper() for name in Policy.__dataclass_fields__}
+    policy_names |= {name.upper() for name in CoreEnv.model_fields}
     for name in OURS:
         for variable in environment(name):
             if variable.startswith("FLOWER_"):
@@ -245,7 +247,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         from datetime import datetime, UTC
         from models import TransitionInfo
         from worker import metrics
-        metrics.observe_transition(TransitionInfo('mysuite', 'submitted', 'issued', datetime.now(UTC), 2))
+        metrics.observe_transition(TransitionInfo('j1', 'invoice', 'mysuite', 'submitted', 'issued', datetime.now(UTC), 2))
         metrics.observe_request('mysuite', 'verify', 'ok', 0.1)
         """,
         {"PROMETHEUS_MULTIPROC_DIR": str(folder / "m")},
@@ -256,7 +258,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     upgrade(url)
     engine = make_engine(url)
     store = Store(engine)
-    store.create_job(
+    store.jobs.create_job(
         provider="mysuite",
         entity="E",
         internal_id="X",
@@ -265,7 +267,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         deadline=timedelta(hours=1),
         dispatch_grace=timedelta(seconds=1),
     )
-    with store.session() as session:
+    with store.db.session() as session:
         session.execute(sa.update(Job).values(state="retrieved", links_expires_at=utcnow(), next_attempt_at=utcnow()))
     names = {name for name, _ in collect(ProcessFilesCollector(folder / "m"), DatabaseCollector(store, ["mysuite"]))}
     engine.dispose()

@@ -40,7 +40,7 @@ def _transitions(samples: Samples) -> dict[tuple[str, str, str], float]:
 
 
 def _recorded(store: Store) -> dict[tuple[str, str, str], float]:
-    return {(p, f or "none", t or "none"): float(n) for p, f, t, n in store.transition_counts()}
+    return {(p, f or "none", t or "none"): float(n) for p, f, t, n in store.stats.transition_counts()}
 
 
 def check_flower(url: str) -> None:
@@ -97,7 +97,7 @@ def test_metrics_and_flower_after_a_run_and_an_outage(stack: Stack, tmp_path: Pa
         assert recorded[("mysuite", "none", "invalid")] == 1
         assert recorded.get(("mysuite", "submitted", "failed"), 0) >= 1
 
-        by_state = {(p, s): n for p, s, n in stack.store.count_by_state()}
+        by_state = {(p, s): n for p, s, n in stack.store.stats.count_by_state()}
         jobs = select(samples, "einvoice_jobs")
         assert {(dict(k)["provider"], dict(k)["state"]) for k in jobs} >= set(by_state)
         for key, count in jobs.items():
@@ -109,7 +109,7 @@ def test_metrics_and_flower_after_a_run_and_an_outage(stack: Stack, tmp_path: Pa
         assert value(samples, "einvoice_polls_per_document_count", provider="mysuite") == left_submitted
         assert value(samples, "einvoice_time_to_issue_seconds_count", provider="mysuite") == issued
         assert (value(samples, "einvoice_time_to_issue_seconds_sum", provider="mysuite") or 0) > 0
-        jobs_now = stack.store.list_jobs()
+        jobs_now = stack.store.jobs.list_jobs()
         assert value(samples, "einvoice_polls_per_document_sum", provider="mysuite") == sum(
             j.polls for j in jobs_now if j.submitted_at is not None
         )
@@ -134,7 +134,7 @@ def test_metrics_and_flower_after_a_run_and_an_outage(stack: Stack, tmp_path: Pa
         transient = select(scrape(metrics.url), "einvoice_provider_requests_total", outcome="transient")
         assert sum(transient.values()) >= 1
         stack.admin("config", {"outage": False})
-        wait_until(lambda: stack.store.resolve("OPS-OUTAGE").state == "retrieved", timeout=30, what="recovery")
+        wait_until(lambda: stack.store.jobs.resolve("OPS-OUTAGE").state == "retrieved", timeout=30, what="recovery")
         wait_until(
             lambda: value(scrape(metrics.url), "einvoice_provider_up", provider="mysuite") == 1,
             timeout=10,

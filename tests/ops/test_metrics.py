@@ -146,7 +146,7 @@ def test_transitions_are_counted_by_every_process_that_makes_them(tmp_path: Path
         import worker.app
         from tasks.context import store
         for n in range(3):
-            store().create_job(provider='mysuite', entity='E', internal_id=f'T{n}', payload=b'<x/>', actor='test',
+            store().jobs.create_job(provider='mysuite', entity='E', internal_id=f'T{n}', payload=b'<x/>', actor='test',
                                deadline=timedelta(hours=1), dispatch_grace=timedelta(seconds=30))
         """,
         env,
@@ -157,9 +157,9 @@ def test_transitions_are_counted_by_every_process_that_makes_them(tmp_path: Path
         from models import JobState
         from tasks.context import store
         st = store()
-        for n, job in enumerate(st.list_jobs()):
-            st.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor='test')
-            st.transition(job.id, JobState.SUBMITTED, JobState.ISSUED if n else JobState.FAILED, actor='test',
+        for n, job in enumerate(st.jobs.list_jobs()):
+            st.steps.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor='test')
+            st.steps.transition(job.id, JobState.SUBMITTED, JobState.ISSUED if n else JobState.FAILED, actor='test',
                           fields={'polls': n + 2})
         """,
         env,
@@ -180,7 +180,7 @@ def test_transitions_are_counted_by_every_process_that_makes_them(tmp_path: Path
 
 
 def _job(store: Store, internal_id: str, **values: Any) -> str:
-    job, _ = store.create_job(
+    job, _ = store.jobs.create_job(
         provider=values.pop("provider", "mysuite"),
         entity="E",
         internal_id=internal_id,
@@ -190,7 +190,7 @@ def _job(store: Store, internal_id: str, **values: Any) -> str:
         dispatch_grace=timedelta(seconds=30),
     )
     if values:
-        with store.session() as session:
+        with store.db.session() as session:
             session.execute(sa.update(Job).where(Job.id == job.id).values(**values))
     return job.id
 
@@ -222,7 +222,7 @@ def test_database_gauges_are_read_at_scrape_time(store: Store) -> None:
     assert gauge("einvoice_links_expiry_seconds", provider="hacienda") is None
 
     # Nothing is cached: the next scrape sees the database as it is now.
-    with store.session() as session:
+    with store.db.session() as session:
         session.execute(sa.update(Job).values(state=JobState.RETRIEVED.value, next_attempt_at=None))
     samples = collect(collector)
     assert gauge("einvoice_jobs", provider="mysuite", state="queued") == 0

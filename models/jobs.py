@@ -1,0 +1,296 @@
+"""Intake and reading: a job is created with its payload and first event, and read back by id.
+
+Creation is the only write here. Everything a worker writes afterwards goes through
+`models.steps`, with a compare-and-set on the state it expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from models.database import Database, TransitionInfo
+from models.schema import Artifact, Event, Job, Payload
+from models.states import JobState, machine
+
+JOB_PREFIX = "job:"
+INTERNAL_PREFIX = "internal:"
+"""Prefixes of a job reference (`Jobs.resolve`) that say whether it is a job id or the ERP's internal id."""
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class AmbiguousJob(LookupError):
+    pass
+
+
+class Jobs:
+    """Creating jobs and reading them, their payloads, events and artifacts."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_job(
+        self,
+        *,
+        provider: str,
+        entity: str,
+        internal_id: str,
+        payload: bytes | None,
+        actor: str,
+        deadline: timedelta,
+        dispatch_grace: timedelta,
+        invalid_reason: str | None = None,
+        kind: str = "invoice",
+        state: str | None = None,
+        parent_id: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert a job with its payload and first event, or return the existing one for the same key.
+
+        A valid job starts in its kind's first state (`queued` for an invoice) with
+        `next_attempt_at` set `dispatch_grace` ahead: the producer publishes its message right after
+        commit, and if that publish is lost the sweep picks the job up once the grace has passed.
+        """
+        now = self.db.clock()
+        first = JobState.INVALID.value if invalid_reason else (state or JobState.QUEUED.value)
+        machine(kind).check(None, first)
+        job = Job(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            parent_id=parent_id,
+            provider=provider,
+            entity=entity,
+            internal_id=internal_id,
+            state=first,
+            size_bytes=len(payload) if payload is not None else 0,
+            adopted=False,
+            attempts=0,
+            polls=0,
+            next_attempt_at=None if invalid_reason else now + dispatch_grace,
+            deadline_at=now + deadline,
+            created_at=now,
+            updated_at=now,
+            state_changed_at=now,
+        )
+        if invalid_reason:
+            job.error_class = "invalid"
+            job.error_message = invalid_reason
+        try:
+            with self.db.session() as session:
+                session.add(job)
+                session.flush()
+                if payload is not None and not invalid_reason:
+                    session.add(
+                        Payload(
+                            job_id=job.id,
+                            content=payload,
+                            sha256=hashlib.sha256(payload).hexdigest(),
+                            size_bytes=len(payload),
+                        )
+                    )
+                session.execute(
+                    sa.insert(Event).values(
+                        job_id=job.id,
+                        at=now,
+                        kind="transition",
+                        from_state=None,
+                        to_state=first,
+                        actor=actor,
+                        error_class="invalid" if invalid_reason else None,
+                        message=invalid_reason or "accepted",
+                    )
+                )
+            self.db.notify([TransitionInfo(job.id, kind, provider, None, first, now, 0)])
+            return job, True
+        except IntegrityError:
+            existing = self.find(provider=provider, entity=entity, internal_id=internal_id)
+            if existing is None:
+                raise
+            return existing, False
+
+    def find(self, *, provider: str, entity: str, internal_id: str) -> Job | None:
+        with self.db.session() as session:
+            return session.scalars(
+                sa.select(Job).where(Job.provider == provider, Job.entity == entity, Job.internal_id == internal_id)
+            ).one_or_none()
+
+    def get(self, job_id: str) -> Job:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"no job {job_id}")
+            return job
+
+    def resolve(self, ref: str) -> Job:
+        """A job by `job:<job id>`, `internal:<internal id>`, or a bare ref that names exactly one job.
+
+        The ERP chooses its internal ids, so one may equal another job's id: a bare ref that is a job's
+        id and another job's internal id is refused as ambiguous rather than silently showing one of
+        them (and letting an operator retry the wrong one). The prefixes say which is meant.
+        """
+        by_id: str | None = ref
+        by_internal: str | None = ref
+        if ref.startswith(JOB_PREFIX):
+            by_id, by_internal = ref.removeprefix(JOB_PREFIX), None
+        elif ref.startswith(INTERNAL_PREFIX):
+            by_id, by_internal = None, ref.removeprefix(INTERNAL_PREFIX)
+        with self.db.session() as session:
+            matches: list[Job] = []
+            if by_id is not None and (job := session.get(Job, by_id)) is not None:
+                matches.append(job)
+            if by_internal is not None:
+                query = sa.select(Job).where(Job.internal_id == by_internal).order_by(Job.created_at, Job.id)
+                matches += [other for other in session.scalars(query.limit(5)) if other not in matches]
+            # `job:` was written, but maybe as part of an internal id: say so instead of only "no job".
+            prefixed_internal = (
+                session.scalar(sa.select(Job.id).where(Job.internal_id == ref).limit(1))
+                if not matches and by_internal is None
+                else None
+            )
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            named = ", ".join(
+                f"{job.id} ({'job id' if job.id == by_id else f'internal id at {job.provider}/{job.entity}'})"
+                for job in matches
+            )
+            alternative = f" or {INTERNAL_PREFIX}{ref}" if len(matches) == 2 and matches[0].id == by_id else ""
+            raise AmbiguousJob(f"{ref!r} names several jobs: {named}; write {JOB_PREFIX}<job id>{alternative}")
+        if by_internal is None:
+            hint = f"; {ref!r} is an internal id: write {INTERNAL_PREFIX}{ref}" if prefixed_internal else ""
+            raise JobNotFound(f"no job with id {by_id!r}{hint}")
+        if by_id is None:
+            raise JobNotFound(f"no job with internal id {by_internal!r}")
+        raise JobNotFound(f"no job with id or internal id {ref!r}")
+
+    # --- intake
+
+    def document_sha256(self, job_id: str) -> str | None:
+        """The sha256 of the document the job keeps, to tell a repeat from another document under
+        the same key; None for an invalid job, which keeps none."""
+        with self.db.session() as session:
+            return session.scalar(sa.select(Payload.sha256).where(Payload.job_id == job_id))
+
+    def replace_invalid(
+        self,
+        job_id: str,
+        *,
+        payload: bytes,
+        actor: str,
+        deadline: timedelta,
+        dispatch_grace: timedelta,
+        invalid_reason: str | None = None,
+        job_kind: str = "invoice",
+    ) -> Job | None:
+        """Give an invalid job the ERP's next document for the same key; None if the job is no longer invalid.
+
+        A valid document puts the job back in the queue (`invalid -> queued`, a fresh deadline, the
+        payload stored) in one transaction, like a new job. One that is still invalid only replaces
+        the reason, recorded as an error event: the job stays invalid and keeps no document. The
+        compare-and-set on `invalid` lets only one of two racing replacements win.
+        """
+        now = self.db.clock()
+        digest = hashlib.sha256(payload).hexdigest()
+        values: dict[str, Any] = {"updated_at": now, "error_class": "invalid", "error_message": invalid_reason}
+        event: dict[str, Any] = {
+            "kind": "error",
+            "to_state": JobState.INVALID.value,
+            "error_class": "invalid",
+            "message": f"another document (sha256 {digest}), still invalid: {invalid_reason}",
+        }
+        if invalid_reason is None:
+            machine(job_kind).check(JobState.INVALID, JobState.QUEUED)
+            values = {
+                "state": JobState.QUEUED.value,
+                "size_bytes": len(payload),
+                "next_attempt_at": now + dispatch_grace,
+                "deadline_at": now + deadline,
+                "state_changed_at": now,
+                "updated_at": now,
+                "error_class": None,
+                "error_code": None,
+                "error_message": None,
+            }
+            event = {
+                "kind": "transition",
+                "to_state": JobState.QUEUED.value,
+                "message": f"corrected document (sha256 {digest}) replaces the invalid one",
+            }
+        with self.db.session() as session:
+            job = session.scalars(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.state == JobState.INVALID.value)
+                .values(**values)
+                .returning(Job)
+                .execution_options(synchronize_session=False)
+            ).one_or_none()
+            if job is None:
+                return None
+            if invalid_reason is None:
+                session.execute(
+                    sa.insert(Payload).values(job_id=job_id, content=payload, sha256=digest, size_bytes=len(payload))
+                )
+            session.execute(
+                sa.insert(Event).values(job_id=job_id, at=now, from_state=JobState.INVALID.value, actor=actor, **event)
+            )
+        if invalid_reason is None:
+            self.db.notify(
+                [
+                    TransitionInfo(
+                        job.id,
+                        job.kind,
+                        job.provider,
+                        JobState.INVALID.value,
+                        JobState.QUEUED.value,
+                        job.created_at,
+                        job.polls,
+                    )
+                ]
+            )
+        return job
+
+    def payload(self, job_id: str) -> bytes:
+        with self.db.session() as session:
+            content = session.scalar(sa.select(Payload.content).where(Payload.job_id == job_id))
+        if content is None:
+            raise JobNotFound(f"no payload for job {job_id}")
+        return bytes(content)
+
+    def events(self, job_id: str) -> list[Event]:
+        with self.db.session() as session:
+            return list(session.scalars(sa.select(Event).where(Event.job_id == job_id).order_by(Event.id)))
+
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        with self.db.session() as session:
+            return list(session.scalars(sa.select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.kind)))
+
+    def children(self, job_id: str) -> list[Job]:
+        with self.db.session() as session:
+            return list(session.scalars(sa.select(Job).where(Job.parent_id == job_id).order_by(Job.created_at)))
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        provider: str | None = None,
+        limit: int | None = None,
+        kind: str | None = "invoice",
+    ) -> list[Job]:
+        query = sa.select(Job).order_by(Job.created_at, Job.id)
+        if kind:
+            query = query.where(Job.kind == kind)
+        if state:
+            query = query.where(Job.state == state)
+        if provider:
+            query = query.where(Job.provider == provider)
+        if limit:
+            query = query.limit(limit)
+        with self.db.session() as session:
+            return list(session.scalars(query))

@@ -1,0 +1,326 @@
+"""What a workflow step writes: one claim before it calls the provider, one record after.
+
+Every state change is a compare-and-set on the state the step expects, written in the same
+transaction as its events, so that a task delivered twice, or two workers racing for one job, leave
+exactly one transition behind: the loser's update matches no row and it does nothing.
+
+A step costs two transactions whatever it does: `claim` takes its jobs (and the payload, for a
+submit), and `record` writes everything the step learnt about all of them: transitions, events,
+archived files, links, the next schedule and the provider's breaker. The provider is called in
+between, outside any transaction.
+
+`next_attempt_at` is both the schedule and the safety net: a claimed job's `next_attempt_at` moves
+to the end of its lease, so if the worker dies the sweep finds the job due again once the lease
+has run out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from models.database import Database, TransitionInfo
+from models.pauses import BreakerPolicy, Health, Pauses
+from models.schema import Artifact, Event, Job, Payload
+from models.states import active_states, machine
+
+POLL_EVENT = "poll"
+"""Event kind of a verify that found the document still being processed."""
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What went wrong, as stored on the job and in its event."""
+
+    error_class: str
+    message: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transition of a chain committed at once."""
+
+    to_state: str
+    message: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    kind: str = "transition"
+
+
+@dataclass(frozen=True)
+class Note:
+    """An event that leaves the state as it is: a poll, an error, a links refresh, a pause."""
+
+    kind: str
+    message: str
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """A file archived for a job, remembered with its checksum."""
+
+    kind: str
+    path: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """Everything one step decided about one job: committed with the rest of its batch, or not at all.
+
+    `steps` empty means the state stays (`note` then says why). `fields` are column updates (SQL
+    expressions allowed, such as `Job.polls + 1`). `wake_children` makes the jobs that wait for
+    this one (created with no schedule and `parent_id` set) due now, in the same transaction.
+    """
+
+    job_id: str
+    from_state: str
+    steps: tuple[Step, ...] = ()
+    note: Note | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    next_attempt_at: datetime | None = None
+    artifacts: tuple[ArtifactRecord, ...] = ()
+    attempt: int | None = None
+    kind: str = "invoice"
+    wake_children: bool = False
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job: Job
+    payload: bytes | None = None
+
+
+Lease = timedelta | Callable[[int], timedelta]
+
+
+class Steps:
+    """Claims and records of workflow steps, and the operator's transitions."""
+
+    def __init__(self, db: Database, pauses: Pauses) -> None:
+        self.db = db
+        self._pauses = pauses
+
+    def claim(
+        self,
+        job_ids: Sequence[str],
+        state: str,
+        lease: Lease,
+        *,
+        count_attempt: bool = False,
+        with_payload: bool = False,
+    ) -> list[Claimed]:
+        """Take the jobs that are still in `state` and free; the others are someone else's.
+
+        The lease keeps the sweep and duplicate deliveries away while the step runs; if the worker
+        dies, the lease runs out and the sweep dispatches the job again. `lease` may depend on the
+        documents' sizes (uploads take longer). `count_attempt` counts the provider call the step
+        is about to make in the same statement.
+        """
+        if not job_ids:
+            return []
+        now = self.db.clock()
+        values: dict[str, Any] = {"updated_at": now}
+        if count_attempt:
+            values["attempts"] = Job.attempts + 1
+        with self.db.session() as session:
+            if callable(lease):
+                largest = session.scalar(sa.select(sa.func.max(Job.size_bytes)).where(Job.id.in_(job_ids)))
+                if largest is None:
+                    return []
+                lease = lease(int(largest))
+            values.update(lease_until=now + lease, next_attempt_at=now + lease)
+            jobs = list(
+                session.scalars(
+                    sa.update(Job)
+                    .where(
+                        Job.id.in_(job_ids),
+                        Job.state == state,
+                        sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
+                    )
+                    .values(**values)
+                    .returning(Job)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            payloads: dict[str, bytes] = {}
+            if with_payload and jobs:
+                rows = session.execute(
+                    sa.select(Payload.job_id, Payload.content).where(Payload.job_id.in_([j.id for j in jobs]))
+                )
+                payloads = {job_id: bytes(content) for job_id, content in rows}
+        order = {job_id: i for i, job_id in enumerate(job_ids)}
+        jobs.sort(key=lambda j: order.get(j.id, 0))
+        return [Claimed(job, payloads.get(job.id)) for job in jobs]
+
+    def record(
+        self,
+        changes: Sequence[Change],
+        *,
+        actor: str,
+        health: Sequence[Health] = (),
+        breaker: BreakerPolicy | None = None,
+    ) -> list[bool]:
+        """Write a batch of changes and the provider's health in one transaction.
+
+        Returns, per change, whether it applied (False: the job left `from_state` meanwhile). The
+        breaker is written in the same transaction, so a crash can never count a failure whose
+        error event was lost, nor the other way round.
+        """
+        for change in changes:
+            current: str | None = change.from_state
+            for step in change.steps:
+                machine(change.kind).check(current, step.to_state)
+                current = step.to_state
+        now = self.db.clock()
+        applied: list[bool] = []
+        notices: list[TransitionInfo] = []
+        events: list[dict[str, Any]] = []
+        with self.db.session() as session:
+            for change in changes:
+                row = session.execute(
+                    sa.update(Job)
+                    .where(Job.id == change.job_id, Job.state == change.from_state, Job.kind == change.kind)
+                    .values(**_values(change, now))
+                    .returning(Job.provider, Job.created_at, Job.polls)
+                    .execution_options(synchronize_session=False)
+                ).first()
+                applied.append(row is not None)
+                if row is None:
+                    continue
+                events.extend(_events(change, actor, now))
+                if change.wake_children:
+                    # Work that waited for this job (an invoice's addenda) becomes due with it.
+                    session.execute(
+                        sa.update(Job)
+                        .where(
+                            Job.parent_id == change.job_id,
+                            Job.next_attempt_at.is_(None),
+                            Job.state.in_(sorted(active_states())),
+                        )
+                        .values(next_attempt_at=now, updated_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+                previous = change.from_state
+                for step in change.steps:
+                    notices.append(
+                        TransitionInfo(
+                            change.job_id, change.kind, row.provider, previous, step.to_state, row.created_at, row.polls
+                        )
+                    )
+                    previous = step.to_state
+                for artifact in change.artifacts:
+                    session.execute(
+                        sa.delete(Artifact).where(Artifact.job_id == change.job_id, Artifact.kind == artifact.kind)
+                    )
+                    session.execute(
+                        sa.insert(Artifact).values(
+                            job_id=change.job_id,
+                            kind=artifact.kind,
+                            path=artifact.path,
+                            sha256=artifact.sha256,
+                            size_bytes=artifact.size,
+                            content_type=artifact.content_type,
+                            created_at=now,
+                        )
+                    )
+            if events:
+                session.execute(sa.insert(Event), events)
+            for item in health:
+                self._pauses.apply(session, item, breaker or _DEFAULT_BREAKER)
+        self.db.notify(notices)
+        return applied
+
+    def transition(
+        self,
+        job_id: str,
+        from_state: str,
+        to_state: str,
+        *,
+        actor: str,
+        message: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        next_attempt_at: datetime | None = None,
+        attempt: int | None = None,
+        error: ErrorInfo | None = None,
+        kind: str = "transition",
+        job_kind: str = "invoice",
+    ) -> bool:
+        """Move one job from `from_state` to `to_state` if it is still there; False if not."""
+        step = Step(to_state, error.message if error and message is None else message, {}, error=error, kind=kind)
+        change = Change(
+            job_id,
+            from_state,
+            steps=(step,),
+            fields=dict(fields or {}),
+            next_attempt_at=next_attempt_at,
+            attempt=attempt,
+            kind=job_kind,
+        )
+        return self.record([change], actor=actor)[0]
+
+
+_DEFAULT_BREAKER = BreakerPolicy(open_after_failures=6, probe_base=timedelta(seconds=5), probe_cap=timedelta(60))
+
+
+def _error_fields(error: ErrorInfo | None) -> dict[str, Any]:
+    if error is None:
+        return {}
+    return {"error_class": error.error_class, "error_code": error.code, "error_message": error.message}
+
+
+def _values(change: Change, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"updated_at": now, "lease_until": None, "next_attempt_at": change.next_attempt_at}
+    if change.steps:
+        values.update(state=change.steps[-1].to_state, state_changed_at=now)
+    for step in change.steps:
+        values.update(_error_fields(step.error))
+        values.update(step.fields)
+    if change.note is not None:
+        values.update(_error_fields(change.note.error))
+    values.update(change.fields)
+    return values
+
+
+def _events(change: Change, actor: str, now: datetime) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    previous = change.from_state
+    for step in change.steps:
+        rows.append(_event(change, actor, now, step.kind, previous, step.to_state, step.message, step.error))
+        previous = step.to_state
+    if change.note is not None:
+        note = change.note
+        rows.append(_event(change, actor, now, note.kind, previous, previous, note.message, note.error))
+    return rows
+
+
+def _event(
+    change: Change,
+    actor: str,
+    now: datetime,
+    kind: str,
+    from_state: str | None,
+    to_state: str,
+    message: str | None,
+    error: ErrorInfo | None,
+) -> dict[str, Any]:
+    return {
+        "job_id": change.job_id,
+        "at": now,
+        "kind": kind,
+        "from_state": from_state,
+        "to_state": to_state,
+        "actor": actor,
+        "attempt": change.attempt,
+        "error_class": error.error_class if error else None,
+        "provider_code": error.code if error else None,
+        "message": message,
+    }

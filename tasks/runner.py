@@ -1,0 +1,345 @@
+"""The step runner: executes any declared step of any workflow, and the sweep that feeds it.
+
+One run of a step:
+1. claim its jobs in one transaction (those still in the step's state and not leased);
+2. expire the ones past their deadline, and hold back the ones whose provider is paused;
+3. call the step function, outside any transaction; whatever it raises becomes an outcome;
+4. turn the outcomes into one record: transitions, events, files, links, next schedule and the
+   provider's breaker, all in one transaction;
+5. after commit, publish the messages for steps due within the broker's horizon.
+Longer waits stay in `next_attempt_at`, where the sweep finds them.
+
+Every message may be delivered twice: a job that is not claimable is someone else's, and a record
+whose compare-and-set finds the job moved on applies nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from models import BreakerPolicy, Change, Claimed, ErrorInfo, Health, Note, PauseInfo, Step
+from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE
+from providers.base import AccountPaused, AuthError, PermanentError, RateLimitedError, TransientError
+from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
+from tasks.policy import Policy, retry_delay
+from tasks.services import Services
+from tasks.workflow import StepContext, StepSpec, Workflow
+from tasks.workflows import workflow
+
+log = logging.getLogger("einvoice.tasks")
+
+ACTOR = "worker"
+MAX_ERROR_MESSAGE = 2000
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """The provider is paused: the job keeps its state and goes out once the pause ends."""
+
+    pause: PauseInfo
+
+
+@dataclass(frozen=True)
+class Message:
+    spec: StepSpec
+    job_id: str
+    countdown: float
+
+
+def breaker_policy(pol: Policy) -> BreakerPolicy:
+    return BreakerPolicy(
+        open_after_failures=pol.outage_after_failures,
+        probe_base=timedelta(seconds=pol.outage_probe_seconds),
+        probe_cap=timedelta(seconds=pol.outage_probe_cap_seconds),
+    )
+
+
+def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, actor: str = ACTOR) -> dict[str, str]:
+    """Run one step for the given jobs; returns what happened to each claimed job, by name."""
+    pol = services.policy
+    lease = pol.lease_for if spec.lease_by_size else pol.lease_for(0)
+    claimed = services.store.steps.claim(
+        job_ids, spec.state, lease, count_attempt=spec.count_attempt, with_payload=spec.with_payload
+    )
+    if not claimed:
+        return {}
+    wf = workflow(claimed[0].job.kind)
+    ctx = StepContext(services, services.now())
+    decided: dict[str, Outcome | Blocked] = {}
+    callable_jobs: list[Claimed] = []
+    for item in claimed:
+        job = item.job
+        if spec.deadline and spec.expire_to and job.deadline_at is not None and ctx.now > job.deadline_at:
+            error = ErrorInfo("deadline", "no final answer before the deadline")
+            decided[job.id] = Moved((Step(spec.expire_to, error.message, error=error),), answered=False)
+        else:
+            callable_jobs.append(item)
+    allowed = _through_breaker(services, ctx.now, callable_jobs, decided)
+    if allowed:
+        decided.update(_call(spec, ctx, allowed))
+    changes: list[Change] = []
+    messages: list[Message | None] = []
+    health: dict[str, Health] = {}
+    for item in claimed:
+        outcome = decided[item.job.id]
+        change, message, seen = _conclude(ctx, wf, spec, item, outcome)
+        changes.append(change)
+        messages.append(message)
+        if seen is not None:
+            health[seen.provider] = _worse(health.get(seen.provider), seen)
+    applied = _record(services, changes, actor, list(health.values()))
+    for message, ok in zip(messages, applied, strict=True):
+        if ok and message is not None:
+            services.dispatch(message.spec.name, message.spec.queue, [message.job_id], message.countdown)
+    return {item.job.id: _name(decided[item.job.id]) for item, ok in zip(claimed, applied, strict=True) if ok}
+
+
+def _through_breaker(
+    services: Services, now: datetime, jobs: list[Claimed], decided: dict[str, Outcome | Blocked]
+) -> list[Claimed]:
+    """Hold back the jobs of paused providers; through an outage whose wait is over, one probe."""
+    allowed: list[Claimed] = []
+    by_provider: dict[str, list[Claimed]] = {}
+    for item in jobs:
+        by_provider.setdefault(item.job.provider, []).append(item)
+    breakers = services.store.pauses.breakers()
+    for provider, group in by_provider.items():
+        info = breakers.get(provider)
+        passing = group
+        if info is not None and info.kind != OUTAGE_PAUSE and info.blocks(now):
+            passing = []
+        elif info is not None and info.kind == OUTAGE_PAUSE:
+            waiting = info.until is not None and info.until > now
+            won = not waiting and services.store.pauses.claim_probe(provider, breaker_policy(services.policy))
+            passing = group[:1] if won else []
+            if won:
+                log.warning("provider=%s probing during contingency with job=%s", provider, group[0].job.id)
+        for item in group:
+            if item in passing:
+                allowed.append(item)
+            else:
+                assert info is not None
+                decided[item.job.id] = Blocked(info)
+    return allowed
+
+
+def _call(spec: StepSpec, ctx: StepContext, jobs: list[Claimed]) -> dict[str, Outcome]:
+    """The step function, with every surprise turned into an outcome of the job it concerns."""
+    try:
+        outcomes = dict(spec.run(ctx, jobs))
+    except Exception as exc:
+        return {item.job.id: Crashed(exc) for item in jobs}
+    result: dict[str, Outcome] = {}
+    for item in jobs:
+        outcome = outcomes.get(item.job.id)
+        if outcome is None:
+            outcome = Crashed(LookupError(f"step {spec.name} gave no outcome for this job"))
+        elif not isinstance(outcome, (*spec.outcomes, Crashed)):
+            outcome = Crashed(TypeError(f"step {spec.name} may not conclude {type(outcome).__name__}"))
+        result[item.job.id] = outcome
+    return result
+
+
+def _schedule(ctx: StepContext, spec: StepSpec | None, next_in: float | None) -> tuple[datetime | None, float | None]:
+    """(next_attempt_at, countdown of a message to send now, or None).
+
+    A short wait is handed to the broker and `next_attempt_at` set past it by the redispatch
+    grace, so the sweep touches the job only if that message is lost; a long one stays in the
+    database for the sweep.
+    """
+    if spec is None or next_in is None:
+        return None, None
+    pol = ctx.policy
+    if next_in <= pol.max_countdown_seconds:
+        return ctx.now + timedelta(seconds=next_in + pol.redispatch_seconds), max(0.0, next_in)
+    return ctx.now + timedelta(seconds=next_in), None
+
+
+def _conclude(
+    ctx: StepContext, wf: Workflow, spec: StepSpec, item: Claimed, outcome: Outcome | Blocked
+) -> tuple[Change, Message | None, Health | None]:
+    """One job's outcome as the change to record, the message to send after, and what it says of
+    the provider."""
+    job = item.job
+    attempt = job.attempts if spec.count_attempt else None
+    base = Change(job.id, spec.state, attempt=attempt, kind=job.kind)
+    if isinstance(outcome, Moved):
+        target = wf.step_for(outcome.steps[-1].to_state)
+        when, countdown = _schedule(ctx, target, outcome.next_in)
+        change = replace(
+            base,
+            steps=outcome.steps,
+            fields=outcome.fields,
+            next_attempt_at=when,
+            artifacts=outcome.artifacts,
+            wake_children=any(step.to_state in wf.wakes_children_in for step in outcome.steps),
+        )
+        message = Message(target, job.id, countdown) if target is not None and countdown is not None else None
+        return change, message, Health(job.provider, "answered") if outcome.answered else None
+    if isinstance(outcome, Stayed):
+        when, countdown = _schedule(ctx, spec, outcome.next_in)
+        change = replace(
+            base, note=outcome.note, fields=outcome.fields, next_attempt_at=when, artifacts=outcome.artifacts
+        )
+        message = Message(spec, job.id, countdown) if countdown is not None else None
+        return change, message, Health(job.provider, "answered") if outcome.answered else None
+    if isinstance(outcome, Blocked):
+        pause = outcome.pause
+        info = ErrorInfo("paused", f"not sent: provider {job.provider} is paused ({pause.kind}): {pause.reason}")
+        until = pause.until if pause.kind != AUTH_PAUSE and pause.until is not None else ctx.now
+        return replace(base, note=Note("error", info.message, info), next_attempt_at=until), None, None
+    return _failure(ctx, wf, spec, item, outcome, base)
+
+
+def _failure(
+    ctx: StepContext, wf: Workflow, spec: StepSpec, item: Claimed, outcome: Errored | Crashed, base: Change
+) -> tuple[Change, Message | None, Health | None]:
+    """Permanent errors fail the job; auth pauses the provider; the rest waits and tries again."""
+    job, pol = item.job, ctx.policy
+    attempt = job.attempts if spec.count_attempt else job.attempts + 1
+    base = replace(base, attempt=attempt, fields={} if spec.count_attempt else {"attempts": attempt})
+    exc = outcome.error
+    if isinstance(outcome, Crashed):
+        info = ErrorInfo("unexpected", f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE])
+        log.error("job=%s step=%s unexpected error: %s", job.id, spec.name, info.message, exc_info=exc)
+        seen: Health | None = None
+        retry_after: float | None = None
+    else:
+        error = outcome.error
+        info = ErrorInfo(error.error_class.value, str(error)[:MAX_ERROR_MESSAGE], error.code)
+        retry_after = error.retry_after
+        if isinstance(error, AuthError):
+            log.error(
+                "provider=%s refused our credentials (job=%s internal_id=%s: %s); every call to it is paused "
+                "until `einvoice resume %s`",
+                job.provider,
+                job.id,
+                job.internal_id,
+                error.message,
+                job.provider,
+            )
+            change = replace(base, note=Note("error", info.message, info), next_attempt_at=ctx.now)
+            return change, None, Health(job.provider, "auth", f"credentials refused: {error}")
+        if isinstance(error, AccountPaused):
+            log.error("provider=%s account paused until %s: %s", job.provider, error.resume_at, error.message)
+            change = replace(base, note=Note("error", info.message, info), next_attempt_at=error.resume_at)
+            return change, None, Health(job.provider, "quota", info.message, until=error.resume_at)
+        if isinstance(error, PermanentError) and spec.fail_to is not None:
+            log.warning("job=%s internal_id=%s failed: %s", job.id, job.internal_id, info.message)
+            step = Step(spec.fail_to, info.message, error=info)
+            return replace(base, steps=(step,)), None, Health(job.provider, "answered")
+        if isinstance(error, TransientError):
+            seen = Health(job.provider, "failed", error.message)
+        elif isinstance(error, RateLimitedError):
+            seen = None
+        else:
+            seen = Health(job.provider, "answered")
+    delay = retry_delay(pol, attempt, retry_after)
+    if isinstance(exc, RateLimitedError):
+        delay = max(delay, pol.rate_limited_min_seconds)
+    if spec.resend_guard and not isinstance(exc, (RateLimitedError, PermanentError)):
+        delay = max(delay, pol.resend_after_seconds)
+    deadline = job.deadline_at
+    if spec.expire_to and deadline is not None and ctx.now + timedelta(seconds=delay) > deadline:
+        text = f"no final answer before the deadline; last error: {info.message}"
+        return replace(base, steps=(Step(spec.expire_to, text, error=info),)), None, seen
+    when, countdown = _schedule(ctx, spec, delay)
+    note = Note("error", f"{info.message}; next attempt at {when.isoformat() if when else 'none'}", info)
+    log.warning("job=%s %s error on attempt %d; retry in %.1fs", job.id, info.error_class, attempt, delay)
+    message = Message(spec, job.id, countdown) if countdown is not None else None
+    return replace(base, note=note, next_attempt_at=when), message, seen
+
+
+def _worse(current: Health | None, new: Health) -> Health:
+    """One health per provider and step: refused credentials trump everything, and one answer
+    shows the provider is up even if another call of the batch failed."""
+    rank = {"auth": 3, "quota": 2, "answered": 1, "failed": 0}
+    if current is None or rank[new.outcome] > rank[current.outcome]:
+        return new
+    return current
+
+
+def _record(services: Services, changes: list[Change], actor: str, health: list[Health]) -> list[bool]:
+    """Record the batch at once; a change the database refuses is recorded alone as an error, so
+    one bad value never loses the rest of the batch nor leaves its job without an event."""
+    steps = services.store.steps
+    policy = breaker_policy(services.policy)
+    try:
+        return steps.record(changes, actor=actor, health=health, breaker=policy)
+    except (DBAPIError, StatementError) as exc:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise
+        log.error("a batch of %d changes was refused (%s); recording them one by one", len(changes), exc)
+    applied: list[bool] = []
+    for change in changes:
+        try:
+            applied.extend(steps.record([change], actor=actor, breaker=policy))
+        except (DBAPIError, StatementError) as exc:
+            applied.append(False)
+            _record_refusal(services, change, actor, exc)
+    steps.record([], actor=actor, health=health, breaker=policy)
+    return applied
+
+
+def _record_refusal(services: Services, change: Change, actor: str, exc: Exception) -> None:
+    info = ErrorInfo("unexpected", f"the database refused this step's result: {type(exc).__name__}"[:200])
+    retry_at = services.now() + timedelta(seconds=services.policy.retry_cap_seconds)
+    note = Change(
+        change.job_id,
+        change.from_state,
+        note=Note("error", info.message, info),
+        next_attempt_at=retry_at,
+        kind=change.kind,
+    )
+    services.store.steps.record([note], actor=actor)
+
+
+def _name(outcome: Outcome | Blocked) -> str:
+    if isinstance(outcome, Moved):
+        return str(outcome.steps[-1].to_state)
+    if isinstance(outcome, Stayed):
+        return outcome.note.kind
+    if isinstance(outcome, Errored):
+        return outcome.error.error_class.value
+    if isinstance(outcome, Crashed):
+        return "unexpected"
+    return "paused"
+
+
+def sweep(services: Services) -> int:
+    """Dispatch every job whose next step is due: polls, retries, lost messages, links to refresh.
+
+    Jobs of one provider waiting in a batch step go out together, up to the provider's batch size.
+    """
+    pol = services.policy
+    total = 0
+    while True:
+        due = services.store.schedule.take_due(
+            limit=pol.sweep_batch, redispatch_after=timedelta(seconds=pol.redispatch_seconds)
+        )
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for row in due:
+            groups.setdefault((row.kind, row.state, row.provider), []).append(row.job_id)
+        for (kind, state, provider), ids in groups.items():
+            spec = workflow(kind).step_for(state)
+            if spec is None:
+                continue
+            size = max(1, services.provider(provider).batch_size) if spec.batch else 1
+            for chunk in _chunks(ids, size):
+                services.dispatch(spec.name, spec.queue, chunk, 0.0)
+        total += len(due)
+        if len(due) < pol.sweep_batch:
+            break
+    if total:
+        log.info("sweep dispatched %d jobs", total)
+    return total
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,56 @@
+"""What a step needs from the world, handed to it explicitly: store, providers, policy, messages, clock.
+
+Celery tasks build one `Services` per process (`default()`); tests build their own on SQLite with
+an in-memory provider, a fixed clock and a list for messages, and run the same workflow in-process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from models import Store
+from providers.base import Provider
+from tasks.policy import Policy, ProcessingModel, fit_processing
+
+Dispatch = Callable[[str, str, Sequence[str], float], None]
+"""Send a step's message: (task name, queue, job ids, countdown seconds)."""
+
+MODEL_TTL_SECONDS = 5.0
+"""How long a fitted processing model is reused. Every submit and every pending poll needs one;
+refitting from the database each time would cost two queries per step for an estimate that moves
+slowly."""
+
+
+@dataclass
+class Services:
+    store: Store
+    policy: Policy
+    provider: Callable[[str], Provider]
+    dispatch: Dispatch
+    monotonic: Callable[[], float] = time.monotonic
+    _models: dict[str, tuple[float, ProcessingModel | None]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> datetime:
+        return self.store.db.clock()
+
+    @property
+    def archive_dir(self) -> Path:
+        return Path(self.policy.archive_dir)
+
+    def processing_model(self, provider: str) -> ProcessingModel | None:
+        """The provider's processing time as learnt from its recent documents (None without history)."""
+        now = self.monotonic()
+        with self._lock:
+            cached = self._models.get(provider)
+        if cached is not None and now - cached[0] < MODEL_TTL_SECONDS:
+            return cached[1]
+        model = fit_processing(self.store.stats.processing_samples(provider), self.policy)
+        with self._lock:
+            self._models[provider] = (now, model)
+        return model

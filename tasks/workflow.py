@@ -1,0 +1,112 @@
+"""The shape of a workflow: which step runs in which state, what it may conclude, how it is run.
+
+A kind of job is declared once (see `tasks/workflows.py`): its state machine and, for each state
+that has work, a `StepSpec`. The runner (`tasks/runner.py`) executes any declared step the same
+way, so a new kind is a declaration plus provider code, never an edit to the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from models import Claimed, Machine
+from providers.base import Provider, ProviderError
+from tasks.outcomes import Crashed, Errored, Outcome
+from tasks.policy import Policy, ProcessingModel
+from tasks.services import Services
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step function sees: the services, and the time the step started."""
+
+    services: Services
+    now: datetime
+
+    @property
+    def policy(self) -> Policy:
+        return self.services.policy
+
+    def provider(self, name: str) -> Provider:
+        return self.services.provider(name)
+
+    def processing_model(self, provider: str) -> ProcessingModel | None:
+        return self.services.processing_model(provider)
+
+
+StepFunction = Callable[[StepContext, Sequence[Claimed]], Mapping[str, Outcome]]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of a workflow.
+
+    - `name`: the Celery task that carries it; `queue`: where its messages go.
+    - `batch`: one message may carry several jobs of one provider (up to the provider's
+      `batch_size`); otherwise one job per message.
+    - `lease_by_size`: the lease grows with the document (uploads, downloads).
+    - `count_attempt`: every run is a provider attempt, counted in the claim; otherwise only
+      failed calls count, so backoff grows from the last readable answer.
+    - `with_payload`: the claim reads the document too.
+    - `deadline`: a job past its deadline moves to `expire_to` instead of calling the provider.
+    - `fail_to`: where a permanent provider error takes the job (None: it is retried).
+    - `resend_guard`: a transient failure may have reached the provider, so the next try waits
+      at least `resend_after_seconds` for the provider's own idempotency check to see the first.
+    - `outcomes`: what the step may conclude; anything else is a bug, recorded as one.
+    """
+
+    name: str
+    state: str
+    queue: str
+    run: StepFunction
+    outcomes: tuple[type, ...]
+    batch: bool = False
+    lease_by_size: bool = False
+    count_attempt: bool = False
+    with_payload: bool = False
+    deadline: bool = False
+    fail_to: str | None = None
+    expire_to: str | None = None
+    resend_guard: bool = False
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A kind of job. `wakes_children_in`: entering one of these states makes the job's waiting
+    children due (an invoice's addenda waits for the stamped XML of `retrieved`)."""
+
+    kind: str
+    machine: Machine
+    steps: tuple[StepSpec, ...]
+    wakes_children_in: frozenset[str] = frozenset()
+    _by_state: dict[str, StepSpec] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for spec in self.steps:
+            if spec.state not in self.machine.active:
+                raise ValueError(f"{self.kind}: step {spec.name} runs in {spec.state}, which is not active")
+            self._by_state[spec.state] = spec
+
+    def step_for(self, state: str) -> StepSpec | None:
+        return self._by_state.get(state)
+
+
+def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
+    """Run a single-job step over a batch, so that one job's failure is that job's alone."""
+
+    def run(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        for claimed in jobs:
+            try:
+                outcomes[claimed.job.id] = step(ctx, claimed)
+            except ProviderError as exc:
+                outcomes[claimed.job.id] = Errored(exc)
+            except Exception as exc:
+                outcomes[claimed.job.id] = Crashed(exc)
+        return outcomes
+
+    run.__name__ = step.__name__
+    run.__doc__ = step.__doc__
+    return run

@@ -1,0 +1,84 @@
+"""Every kind of job, declared in one place: its state machine and the step that runs in each state.
+
+Read a declaration top to bottom to know what a job of that kind goes through. `outcomes` lists
+what each step may conclude; the runner treats anything else as a bug and records it on the job.
+"""
+
+from __future__ import annotations
+
+from models import JobState
+from models.states import INVOICE as INVOICE_MACHINE
+from tasks import invoice
+from tasks.outcomes import Errored, Moved, Stayed
+from tasks.workflow import StepSpec, Workflow
+
+SUBMIT_QUEUE = "submit"
+"""Uploads of up to 40 MB, apart so that they never starve polling."""
+POLL_QUEUE = "poll"
+"""Small, many: status queries, retrieves, link refreshes, sweeps."""
+
+INVOICE = Workflow(
+    kind="invoice",
+    machine=INVOICE_MACHINE,
+    steps=(
+        # queued -> submitted (async provider) or -> submitted -> issued [-> retrieved] (sync answer)
+        StepSpec(
+            name="einvoice.submit",
+            state=JobState.QUEUED,
+            queue=SUBMIT_QUEUE,
+            run=invoice.submit,
+            outcomes=(Moved, Errored),
+            lease_by_size=True,
+            count_attempt=True,
+            with_payload=True,
+            deadline=True,
+            fail_to=JobState.FAILED,
+            expire_to=JobState.EXPIRED,
+            resend_guard=True,
+        ),
+        # submitted -> submitted (pending poll) | failed | issued [-> retrieved, files fetched inline]
+        StepSpec(
+            name="einvoice.verify",
+            state=JobState.SUBMITTED,
+            queue=POLL_QUEUE,
+            run=invoice.verify,
+            outcomes=(Moved, Stayed, Errored),
+            batch=True,
+            lease_by_size=True,
+            deadline=True,
+            fail_to=JobState.FAILED,
+            expire_to=JobState.EXPIRED,
+        ),
+        # issued -> retrieved, when the verify that saw it issued could not fetch the files
+        StepSpec(
+            name="einvoice.retrieve",
+            state=JobState.ISSUED,
+            queue=POLL_QUEUE,
+            run=invoice.retrieve,
+            outcomes=(Moved, Errored),
+            lease_by_size=True,
+            count_attempt=True,
+        ),
+        # retrieved -> retrieved with fresh links, while inside the refresh window
+        StepSpec(
+            name="einvoice.refresh_links",
+            state=JobState.RETRIEVED,
+            queue=POLL_QUEUE,
+            run=invoice.refresh_links,
+            outcomes=(Stayed, Errored),
+        ),
+    ),
+)
+
+WORKFLOWS: dict[str, Workflow] = {INVOICE.kind: INVOICE}
+
+
+def workflow(kind: str) -> Workflow:
+    try:
+        return WORKFLOWS[kind]
+    except KeyError:
+        raise ValueError(f"no workflow for job kind {kind!r}") from None
+
+
+def all_steps() -> list[StepSpec]:
+    return [spec for wf in WORKFLOWS.values() for spec in wf.steps]

@@ -1,0 +1,372 @@
+"""Every outcome of the invoice workflow, in-process and in milliseconds: the real runner, steps,
+store and archive on SQLite, a scripted provider and a fixed clock."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from models import Job, JobState
+from providers.base import (
+    AccountPaused,
+    AuthError,
+    DocumentIds,
+    PermanentError,
+    RateLimitedError,
+    SubmitResult,
+    TransientError,
+    VerifyResult,
+    VerifyStatus,
+)
+from tasks.outcomes import Stayed
+from tasks.runner import run_step
+from tasks.workflow import StepSpec
+from tests.workflow.conftest import STEPS, Flow
+from tests.workflow.memory import PDF, PENDING, XML
+
+
+def test_async_invoice_goes_from_queued_to_retrieved_with_both_files_archived(flow: Flow) -> None:
+    job = flow.enqueue("INV-1")
+    assert flow.deliver()[0] == {job.id: "submitted"}
+    assert flow.job(job.id).state == "retrieved"
+    assert flow.kinds(job.id) == [
+        ("transition", None, "queued"),
+        ("transition", "queued", "submitted"),
+        ("transition", "submitted", "issued"),
+        ("transition", "issued", "retrieved"),
+    ]
+    done = flow.job(job.id)
+    assert done.doc_fiscal_id == done.doc_guid and done.polls == 1 and done.xml_url
+    artifacts = {a.kind: a for a in flow.store.jobs.artifacts(job.id)}
+    assert set(artifacts) == {"xml", "pdf"}
+    for kind, content in (("xml", XML), ("pdf", PDF)):
+        assert Path(artifacts[kind].path).read_bytes() == content
+        assert artifacts[kind].sha256 == hashlib.sha256(content).hexdigest()
+    assert flow.provider.calls == ["submit:INV-1", "verify:REQ-INV-1", "retrieve:REQ-INV-1", "download", "download"]
+    # The links are refreshed a day before they expire; nothing else is scheduled.
+    assert done.next_attempt_at is not None and done.links_expires_at is not None
+    assert done.links_expires_at - done.next_attempt_at == timedelta(days=1)
+
+
+def test_synchronous_answer_records_the_whole_chain_at_once(flow: Flow) -> None:
+    doc = DocumentIds(guid="6b66459a-65a3-4c34-b23c-0b417134d246", year=2026)
+    flow.provider.submits.append(SubmitResult("R1", issued=doc, files={"xml": XML, "pdf": PDF}))
+    job = flow.enqueue("SYNC-1")
+    assert flow.deliver() == [{job.id: "retrieved"}]
+    assert [to for _, _, to in flow.kinds(job.id)] == ["queued", "submitted", "issued", "retrieved"]
+    assert flow.job(job.id).next_attempt_at is None
+    assert flow.provider.calls == ["submit:SYNC-1"]
+
+
+def test_pending_polls_are_events_and_back_off(flow: Flow) -> None:
+    flow.provider.verifies.extend([PENDING, PENDING])
+    job = flow.enqueue("SLOW")
+    results = flow.deliver()
+    assert [r[job.id] for r in results] == ["submitted", "poll", "poll", "retrieved"]
+    polls = [e for e in flow.store.jobs.events(job.id) if e.kind == "poll"]
+    assert [(e.from_state, e.to_state) for e in polls] == [("submitted", "submitted")] * 2
+    assert flow.job(job.id).polls == 3
+    polls_sent = [m.countdown for m in flow.sent if m.task == "einvoice.verify"]
+    assert len(polls_sent) == 3
+    assert min(polls_sent) >= flow.services.policy.poll_min_seconds
+
+
+def test_rejection_fails_the_job_with_the_providers_reason(flow: Flow) -> None:
+    flow.provider.verifies.append(VerifyResult(VerifyStatus.FAILED, error_message="CFDI40999 bad", error_code="3"))
+    job = flow.enqueue("BAD")
+    flow.deliver()
+    failed = flow.job(job.id)
+    assert (failed.state, failed.error_class, failed.error_code, failed.error_message) == (
+        "failed",
+        "rejected",
+        "3",
+        "CFDI40999 bad",
+    )
+    assert failed.next_attempt_at is None and flow.outbox == []
+
+
+def test_permanent_submit_error_fails_without_retry(flow: Flow) -> None:
+    flow.provider.submits.append(PermanentError("document refused", code="301"))
+    job = flow.enqueue("PERM")
+    flow.deliver()
+    assert flow.job(job.id).state == "failed"
+    assert flow.kinds(job.id)[-1] == ("transition", "queued", "failed")
+    assert flow.provider.calls == ["submit:PERM"]
+
+
+def test_transient_submit_error_waits_for_the_resend_guard_and_counts_a_failure(flow: Flow) -> None:
+    flow.provider.submits.append(TransientError("read timeout"))
+    job = flow.enqueue("FLAKY")
+    assert flow.deliver(limit=1) == [{job.id: "transient"}]
+    waiting = flow.job(job.id)
+    assert waiting.state == "queued" and waiting.attempts == 1
+    assert waiting.next_attempt_at is not None
+    assert (waiting.next_attempt_at - flow.clock.now).total_seconds() >= 30.0
+    error = flow.store.jobs.events(job.id)[-1]
+    assert (error.kind, error.error_class, error.attempt) == ("error", "transient", 1)
+    assert flow.store.pauses.breakers(fresh=True)["memory"].failures == 1
+    flow.deliver()
+    assert flow.job(job.id).state == "retrieved"
+    assert flow.store.pauses.breakers(fresh=True)["memory"].failures == 0, "an answer resets the count"
+
+
+def test_rate_limited_call_waits_without_counting_against_the_provider(flow: Flow) -> None:
+    flow.provider.submits.append(RateLimitedError("429", retry_after=12.0))
+    job = flow.enqueue("BUSY")
+    flow.deliver(limit=1)
+    due = flow.job(job.id).next_attempt_at
+    assert due is not None and (due - flow.clock.now).total_seconds() >= 12.0
+    assert "memory" not in flow.store.pauses.breakers(fresh=True)
+
+
+def test_refused_credentials_pause_the_provider_for_every_job_until_resumed(flow: Flow) -> None:
+    flow.provider.submits.append(AuthError("bad login"))
+    first, second = flow.enqueue("A-1"), flow.enqueue("A-2")
+    flow.deliver()
+    assert flow.provider.calls == ["submit:A-1"], "nothing is sent after a refusal"
+    pause = flow.store.pauses.provider_pause("memory")
+    assert pause is not None and pause.kind == "auth"
+    assert [e.error_class for e in flow.store.jobs.events(second.id) if e.kind == "error"] == ["paused"]
+    flow.clock.advance(600)
+    assert flow.sweep() == 0, "the sweep leaves a paused provider alone"
+    flow.store.pauses.resume_provider("memory")
+    assert flow.sweep() == 2
+    flow.deliver()
+    assert {flow.job(first.id).state, flow.job(second.id).state} == {"retrieved"}
+
+
+def test_consecutive_failures_open_the_breaker_and_one_probe_closes_it(flow: Flow) -> None:
+    flow.provider.submits.extend([TransientError("down")] * 4)
+    jobs = [flow.enqueue(f"OUT-{n}") for n in range(4)]
+    flow.outbox.clear()
+    flow.run("einvoice.submit", [jobs[0].id])
+    flow.run("einvoice.submit", [jobs[1].id])
+    flow.run("einvoice.submit", [jobs[2].id])
+    pause = flow.store.pauses.provider_pause("memory")
+    assert pause is not None and pause.kind == "outage"
+    assert flow.run("einvoice.submit", [jobs[3].id]) == {jobs[3].id: "paused"}
+    assert flow.provider.calls.count("submit:OUT-3") == 0
+    flow.outbox.clear()
+    flow.clock.advance(60)
+    assert flow.sweep() == 4, "the wait is over: the jobs go out to race for the probe"
+    results = flow.deliver(limit=4)[:4]
+    probes = [r for r in results if "transient" in r.values()]
+    assert len(probes) == 1, "exactly one call went through"
+    pause = flow.store.pauses.provider_pause("memory")
+    assert pause is not None and pause.probes == 1
+    flow.clock.advance(60)
+    flow.outbox.clear()
+    flow.sweep()
+    flow.deliver()
+    assert flow.store.pauses.provider_pause("memory") is None, "the probe's answer closed the breaker"
+    assert all(flow.job(j.id).state == "retrieved" for j in jobs)
+
+
+def test_job_past_its_deadline_expires_without_calling_the_provider(flow: Flow) -> None:
+    job = flow.enqueue("LATE")
+    flow.outbox.clear()
+    flow.clock.advance(3601)
+    assert flow.run("einvoice.submit", [job.id]) == {job.id: "expired"}
+    assert flow.provider.calls == []
+    assert flow.job(job.id).error_class == "deadline"
+
+
+def test_a_retry_that_would_pass_the_deadline_expires_with_the_last_error(flow: Flow) -> None:
+    flow.provider.submits.append(TransientError("gateway timeout"))
+    job = flow.enqueue("NEAR")
+    flow.outbox.clear()
+    flow.clock.advance(3590)
+    flow.run("einvoice.submit", [job.id])
+    expired = flow.job(job.id)
+    assert expired.state == "expired" and "gateway timeout" in (expired.error_message or "")
+
+
+def test_a_second_delivery_finds_nothing_to_do(flow: Flow) -> None:
+    job = flow.enqueue("TWICE")
+    flow.outbox.clear()
+    assert flow.run("einvoice.submit", [job.id]) == {job.id: "submitted"}
+    assert flow.run("einvoice.submit", [job.id]) == {}
+    assert flow.provider.calls == ["submit:TWICE"]
+
+
+def test_a_job_leased_by_a_live_worker_is_left_alone_until_the_lease_runs_out(flow: Flow) -> None:
+    job = flow.enqueue("LEASED")
+    flow.outbox.clear()
+    assert flow.store.steps.claim([job.id], JobState.QUEUED, timedelta(seconds=60))  # a worker that dies
+    assert flow.run("einvoice.submit", [job.id]) == {}, "a duplicate delivery is someone else's"
+    flow.clock.advance(30)
+    assert flow.sweep() == 0
+    flow.clock.advance(31)
+    assert flow.sweep() == 1, "the lease ran out: the sweep dispatches the job again"
+    flow.deliver()
+    assert flow.job(job.id).state == "retrieved"
+
+
+def test_a_change_that_lost_the_race_applies_nothing_and_sends_nothing(flow: Flow) -> None:
+    job = flow.enqueue("RACE")
+    flow.outbox.clear()
+    claimed = flow.store.steps.claim([job.id], JobState.QUEUED, timedelta(seconds=60))
+    assert claimed
+    # Meanwhile an operator (or a twin worker past the lease) moved the job on.
+    assert flow.store.steps.transition(job.id, JobState.QUEUED, JobState.FAILED, actor="operator")
+    flow.clock.advance(61)
+    assert flow.run("einvoice.submit", [job.id]) == {}
+    assert flow.outbox == [] and flow.provider.calls == []
+
+
+def test_an_unexpected_exception_becomes_an_error_event_and_a_schedule(flow: Flow) -> None:
+    flow.provider.submits.append(KeyError("surprise"))
+    job = flow.enqueue("BUG")
+    assert flow.deliver(limit=1) == [{job.id: "unexpected"}]
+    error = flow.store.jobs.events(job.id)[-1]
+    assert (error.kind, error.error_class) == ("error", "unexpected")
+    assert "KeyError" in (error.message or "") and "surprise" in (error.message or "")
+    assert flow.job(job.id).next_attempt_at is not None
+    assert "memory" not in flow.store.pauses.breakers(fresh=True), "our bug is not the provider's failure"
+
+
+def test_an_outcome_the_step_may_not_conclude_is_recorded_as_a_bug(flow: Flow) -> None:
+    spec = STEPS["einvoice.submit"]
+    rogue = StepSpec(
+        name=spec.name,
+        state=spec.state,
+        queue=spec.queue,
+        run=lambda ctx, jobs: {c.job.id: Stayed(note=_note(), next_in=1.0) for c in jobs},
+        outcomes=spec.outcomes,
+        with_payload=True,
+    )
+    job = flow.enqueue("ROGUE")
+    flow.outbox.clear()
+    assert run_step(flow.services, rogue, [job.id]) == {job.id: "unexpected"}
+    assert "may not conclude Stayed" in (flow.store.jobs.events(job.id)[-1].message or "")
+
+
+def _note():
+    from models import Note
+
+    return Note("poll", "pending")
+
+
+def test_verify_takes_a_batch_in_one_claim_one_call_and_one_record(flow: Flow) -> None:
+    jobs = [flow.enqueue(f"B-{n}") for n in range(3)]
+    flow.outbox.clear()
+    for job in jobs:
+        flow.run("einvoice.submit", [job.id])
+    flow.outbox.clear()
+    flow.provider.verifies.extend([PENDING, VerifyResult(VerifyStatus.FAILED, error_message="no"), TransientError("x")])
+    statements = _count_transactions(flow)
+    results = flow.run("einvoice.verify", [j.id for j in jobs])
+    assert results == {jobs[0].id: "poll", jobs[1].id: "failed", jobs[2].id: "transient"}
+    assert flow.provider.batches == [3]
+    assert statements() == 2, "one claim and one record for the whole batch"
+
+
+def _count_transactions(flow: Flow):
+    count = [0]
+
+    def begin(conn) -> None:
+        count[0] += 1
+
+    sa.event.listen(flow.store.engine, "begin", begin)
+    return lambda: count[0]
+
+
+def test_the_sweep_hands_out_due_polls_in_provider_sized_batches(flow: Flow) -> None:
+    flow.provider.batch_size = 4
+    jobs = [flow.enqueue(f"S-{n}") for n in range(10)]
+    flow.outbox.clear()
+    for job in jobs:
+        flow.run("einvoice.submit", [job.id])
+    flow.outbox.clear()
+    flow.clock.advance(3000)
+    assert flow.sweep() == 10
+    assert [len(m.job_ids) for m in flow.outbox] == [4, 4, 2]
+    assert {m.task for m in flow.outbox} == {"einvoice.verify"}
+
+
+def test_a_sweep_with_nothing_due_is_one_statement(flow: Flow) -> None:
+    flow.enqueue("IDLE")
+    flow.outbox.clear()
+    statements: list[str] = []
+    sa.event.listen(flow.store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert flow.sweep() == 0
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("UPDATE")
+
+
+def test_retrieve_step_takes_over_when_the_inline_fetch_failed(flow: Flow) -> None:
+    flow.provider.retrieves.append(TransientError("links not ready"))
+    job = flow.enqueue("LINKS")
+    results = flow.deliver()
+    assert [r[job.id] for r in results] == ["submitted", "issued", "retrieved"]
+    issued = next(e for e in flow.store.jobs.events(job.id) if e.to_state == "issued")
+    assert "files not retrieved yet" in (issued.message or "")
+
+
+def test_links_are_refreshed_on_schedule_as_events(flow: Flow) -> None:
+    job = flow.enqueue("REFRESH")
+    flow.deliver()
+    due = flow.job(job.id).next_attempt_at
+    assert due is not None
+    flow.clock.now = due
+    assert flow.sweep() == 1
+    assert flow.deliver() == [{job.id: "links"}]
+    assert flow.kinds(job.id)[-1] == ("links", "retrieved", "retrieved")
+
+
+def test_a_value_the_database_refuses_is_recorded_as_an_error_not_lost(pg_flow: Flow) -> None:
+    flow = pg_flow
+    flow.provider.submits.append(SubmitResult("R" * 150))  # the column holds 100
+    odd, fine = flow.enqueue("ODD"), flow.enqueue("FINE")
+    flow.outbox.clear()
+    flow.run("einvoice.submit", [odd.id])
+    refused = flow.store.jobs.events(odd.id)[-1]
+    assert (refused.kind, refused.error_class) == ("error", "unexpected")
+    assert "refused" in (refused.message or "")
+    assert flow.job(odd.id).state == "queued" and flow.job(odd.id).next_attempt_at is not None
+    flow.run("einvoice.submit", [fine.id])
+    assert flow.job(fine.id).state != "queued"
+
+
+def test_status_fields_carry_the_fiscal_id_and_provider_fields(flow: Flow) -> None:
+    doc = DocumentIds(fiscal_id="E310000000001", extra={"security_code": "ABC123", "qr_url": "https://q"})
+    flow.provider.verifies.append(VerifyResult(VerifyStatus.ISSUED, doc))
+    job = flow.enqueue("ECF")
+    flow.deliver()
+    done: Job = flow.job(job.id)
+    assert done.doc_fiscal_id == "E310000000001"
+    assert done.doc_extra == {"security_code": "ABC123", "qr_url": "https://q"}
+
+
+def test_a_spent_quota_pauses_the_whole_account_until_it_renews(flow: Flow) -> None:
+    renews = flow.clock.now + timedelta(minutes=30)
+    flow.provider.submits.append(AccountPaused("plan spent", resume_at=renews))
+    first, second = flow.enqueue("Q-1"), flow.enqueue("Q-2")
+    flow.deliver()
+    pause = flow.store.pauses.provider_pause("memory")
+    assert pause is not None and (pause.kind, pause.until) == ("quota", renews)
+    assert flow.job(first.id).next_attempt_at == renews
+    assert flow.provider.calls == ["submit:Q-1"], "the second job was held back, not sent"
+    flow.clock.advance(600)
+    assert flow.sweep() == 0
+    flow.clock.now = renews + timedelta(seconds=1)
+    assert flow.sweep() == 2
+    flow.deliver()
+    assert {flow.job(first.id).state, flow.job(second.id).state} == {"retrieved"}
+
+
+def test_a_status_answer_that_carries_the_final_record_completes_the_document(flow: Flow) -> None:
+    flow.provider.retrieve_in_verify = True
+    record = b'{"encf": "E310000000001", "status": "Aceptado"}'
+    doc = DocumentIds(fiscal_id="E310000000001", extra={"observations": "1921: monto ajustado"})
+    flow.provider.verifies.append(VerifyResult(VerifyStatus.ISSUED, doc, files={"json": record}))
+    job = flow.enqueue("ECF-2")
+    flow.deliver()
+    assert flow.job(job.id).state == "retrieved"
+    assert flow.provider.calls == ["submit:ECF-2", "verify:REQ-ECF-2"], "no retrieve call spent"
+    (artifact,) = flow.store.jobs.artifacts(job.id)
+    assert artifact.kind == "json" and Path(artifact.path).read_bytes() == record
+    issued = next(e for e in flow.store.jobs.events(job.id) if e.to_state == "issued")
+    assert "1921: monto ajustado" in (issued.message or "")
