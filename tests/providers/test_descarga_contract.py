@@ -93,7 +93,7 @@ def dm(sandbox: MySuiteSandbox) -> dict[str, Any]:
 
 
 def test_register_poll_download_index(sandbox: MySuiteSandbox, descarga: DescargaClient, tmp_path: Path) -> None:
-    sandbox.configure(dm_timeline="1,2,3", dm_step_seconds=0.3, dm_package_size=25, dm_cfdi_per_day=20)
+    sandbox.configure(dm_timeline="1,2,3", dm_step_seconds=1.0, dm_package_size=25, dm_cfdi_per_day=20)
     [registration] = descarga.register(query())
     assert registration.error is None and not registration.adopted
     assert registration.code == "5000" and registration.request_id and registration.sat_request_id
@@ -103,11 +103,7 @@ def test_register_poll_download_index(sandbox: MySuiteSandbox, descarga: Descarg
     first = descarga.get_request(request_id)
     assert first.sat_state is SatState.ACCEPTED and first.outcome is DescargaOutcome.PENDING
     assert first.package_ids == () and first.cfdi_count == 0
-    states: set[SatState] = {first.sat_state}
-    while (status := descarga.get_request(request_id)).outcome is DescargaOutcome.PENDING:
-        states.add(status.sat_state)
-        time.sleep(0.05)
-    assert SatState.IN_PROGRESS in states
+    status = wait_for(descarga, request_id)
     assert status.sat_state is SatState.FINISHED and status.outcome is DescargaOutcome.READY
     assert status.cfdi_count == 40 and len(status.package_ids) == 2
     assert all(
@@ -186,7 +182,7 @@ def test_scripted_endings(
     outcome: DescargaOutcome,
     code: int,
 ) -> None:
-    sandbox.configure(dm_timeline=timeline, dm_step_seconds=0.2)
+    sandbox.configure(dm_timeline=timeline, dm_step_seconds=1.0)
     [registration] = descarga.register(query())
     assert registration.request_id is not None
     assert descarga.get_request(registration.request_id).outcome is DescargaOutcome.PENDING
@@ -202,6 +198,16 @@ def test_a_period_without_documents_ends_as_5004(sandbox: MySuiteSandbox, descar
     status = descarga.get_request(registration.request_id)
     assert status.outcome is DescargaOutcome.EMPTY and status.request_code == 5004
     assert status.sat_state is SatState.REJECTED
+
+
+def test_in_progress_is_pending(sandbox: MySuiteSandbox, descarga: DescargaClient) -> None:
+    sandbox.configure(dm_timeline="1,2", dm_step_seconds=0.1)
+    [registration] = descarga.register(query())
+    assert registration.request_id is not None
+    time.sleep(0.3)
+    status = descarga.get_request(registration.request_id)
+    assert status.sat_state is SatState.IN_PROGRESS and status.outcome is DescargaOutcome.PENDING
+    assert status.package_ids == () and status.cfdi_count == 0
 
 
 def test_a_request_stuck_at_one_stays_pending(sandbox: MySuiteSandbox, descarga: DescargaClient) -> None:
