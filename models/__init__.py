@@ -1,5 +1,10 @@
-"""Jobs, payloads, events and artifacts; the state machines; the store that alone writes them."""
+"""Jobs, payloads, events and artifacts; the state machines; the store that alone writes them.
 
+The CFDI index and download packages live in `models.cfdi`, imported here so that every table is
+on `Base.metadata` whichever module is imported first.
+"""
+
+from models import cfdi as cfdi
 from models.database import TransitionInfo, utcnow
 from models.db import database_url, make_engine
 from models.jobs import AmbiguousJob, JobNotFound

@@ -78,6 +78,10 @@ class LinkExpired(PermanentError):
     """
 
 
+class DownloadTooLarge(PermanentError):
+    """A download passed the caller's size cap; what was received is discarded."""
+
+
 class _OriginOnlyUrls(logging.Filter):
     """httpx logs every request's full URL at INFO; download links are secrets, so keep the origin only."""
 
@@ -220,11 +224,15 @@ class MySuiteClient:
 
         return self._retrying(once)
 
-    def download(self, url: str, dest: Path) -> DownloadResult:
-        """Stream a link to `dest` (atomically), decoding base64 bodies, hashing what is written."""
+    def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> DownloadResult:
+        """Stream a link to `dest` (atomically), decoding base64 bodies, hashing what is written.
+
+        `max_bytes` caps the decoded file: a larger one is abandoned (and nothing kept) as soon as
+        it passes the cap, before it can fill the disk.
+        """
         if not re.match(r"https?://", url, flags=re.IGNORECASE):
             raise PermanentError("download link is not an http(s) URL")
-        return self._retrying(self._download_once, url, Path(dest))
+        return self._retrying(self._download_once, url, Path(dest), max_bytes)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -305,9 +313,14 @@ class MySuiteClient:
         data3: str = "",
         *,
         upload: bool = False,
+        envelopes: EnvelopeBuilder | None = None,
     ) -> TransactionReply:
-        """POST one envelope and read the answer; every failure comes out as one of our errors."""
-        envelope = self._envelopes.build(transaction, data1, data2, data3)
+        """POST one envelope and read the answer; every failure comes out as one of our errors.
+
+        `envelopes` sends as another Entity than the configured one (Descarga Masiva asks for the
+        documents of the taxpayer whose FIEL signs, which need not be the invoicing entity).
+        """
+        envelope = (envelopes or self._envelopes).build(transaction, data1, data2, data3)
         headers = dict(envelope.headers, **{"Content-Length": str(envelope.content_length)})
         read = self.config.upload_timeout if upload else self.config.read_timeout
         try:
@@ -324,18 +337,18 @@ class MySuiteClient:
 
     # -- downloads ---------------------------------------------------------------------------
 
-    def _download_once(self, url: str, dest: Path) -> DownloadResult:
+    def _download_once(self, url: str, dest: Path, max_bytes: int | None = None) -> DownloadResult:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         try:
             with observed(PROVIDER, "download"):
-                result = self._stream_to(url, partial)
+                result = self._stream_to(url, partial, max_bytes)
             os.replace(partial, dest)
         finally:
             partial.unlink(missing_ok=True)
         return DownloadResult(path=dest, sha256=result[0], size=result[1], content_type=result[2])
 
-    def _stream_to(self, url: str, target: Path) -> tuple[str, int, str]:
+    def _stream_to(self, url: str, target: Path, max_bytes: int | None = None) -> tuple[str, int, str]:
         # Exceptions are raised `from None`: httpx errors can carry the request URL, a secret link.
         try:
             with (
@@ -348,7 +361,12 @@ class MySuiteClient:
                 sink = DownloadSink(out)
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
                     sink.write(chunk)
-                return sink.finish()
+                    if max_bytes is not None and sink.size > max_bytes:
+                        raise DownloadTooLarge(f"download is larger than {max_bytes} bytes")
+                result = sink.finish()
+                if max_bytes is not None and sink.size > max_bytes:
+                    raise DownloadTooLarge(f"download is larger than {max_bytes} bytes")
+                return result
         except httpx.TimeoutException as exc:
             raise TransientError(f"download timed out ({type(exc).__name__})") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
@@ -409,6 +427,11 @@ class DownloadSink:
                 self._decide()
             return
         self._consume(chunk)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (decoded), for callers that cap a download as it arrives."""
+        return self._size
 
     def finish(self) -> tuple[str, int, str]:
         if self._mode is None:

@@ -132,7 +132,8 @@ def parse_bool(value: str | None) -> bool | None:
     return None
 
 
-def _parse_document(content: bytes, what: str) -> Any:
+def parse_document(content: bytes, what: str) -> Any:
+    """The root of an XML document MYSuite wrote, read with the safe parser; unreadable is transient."""
     try:
         root = etree.fromstring(content, parser=safe_xml_parser())
     except (etree.LxmlError, ValueError) as exc:
@@ -173,7 +174,7 @@ def parse_transaction_reply(content: bytes) -> TransactionReply:
     A missing `Code` counts as unreadable: one production client treats it as a transport error,
     and without it we cannot tell a duplicate from a rejection.
     """
-    root = _parse_document(content, "answer")
+    root = parse_document(content, "answer")
     body = _soap_body(root)
     fault = _child(body, "Fault")
     if fault is not None:
@@ -350,7 +351,7 @@ def _as_int(value: str | None) -> int | None:
 
 
 def _async_record_from_xml(encoded: str) -> dict[str, str]:
-    root = _parse_document(decode_base64_text(encoded, "ResponseData1"), "ResponseData1")
+    root = parse_document(decode_base64_text(encoded, "ResponseData1"), "ResponseData1")
     if _local(root.tag) != "AsyncRequest":
         raise TransientError("MYSuite ResponseData1 is not an AsyncRequest")
     return _children_text(root)
@@ -538,7 +539,7 @@ def parse_lookup(reply: TransactionReply) -> LookupHit | None:
         return None
     if reply.response_data2 is None:
         raise TransientError("MYSuite lookup found the document but did not describe it")
-    root = _parse_document(decode_base64_text(reply.response_data2, "ResponseData2"), "lookup record")
+    root = parse_document(decode_base64_text(reply.response_data2, "ResponseData2"), "lookup record")
     found: dict[str, str] = {}
     for element in root.iter():
         for name, value in element.attrib.items():
