@@ -1,6 +1,6 @@
 """CFDI index (one row per UUID) and the packages of download requests.
 
-Revision ID: 0004_cfdi
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-29
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_cfdi"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
