@@ -27,6 +27,7 @@ from typing import IO, TypeVar
 import httpx
 import tenacity
 
+from providers.answers import MalformedAnswer
 from providers.base import (
     DownloadResult,
     PermanentError,
@@ -247,6 +248,8 @@ class MySuiteClient:
             if reply.code == DUPLICATE_CODE:
                 try:
                     request_id = parse_request_id(reply.response_data1)
+                except MalformedAnswer:
+                    raise  # the provider holds the document: ask again rather than fail it
                 except TransientError:
                     raise PermanentError(
                         "MYSuite says the internal id is registered but gives no request id",
