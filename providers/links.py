@@ -7,8 +7,10 @@ which links may be fetched, and how much of what may come back:
 - the scheme is https; http only where the provider itself is configured over http (the sandbox,
   a test stack) or `EINVOICE_ALLOW_HTTP_LINKS` says so;
 - the host and port are those of one of the provider's configured URLs, or listed in
-  `EINVOICE_LINK_HOSTS` (comma-separated `host` or `host:port`; a bare host means its default
-  port): MYSuite's link host is not documented, so production installs name it there;
+  `EINVOICE_LINK_HOSTS` (comma-separated `host` or `host:port`; a host without a port means the
+  default ports): MYSuite's link host is not documented, so production installs name it there.
+  The port counts: another port of the provider's host is another service (`127.0.0.1:8080` for
+  the provider does not allow `127.0.0.1:9000/internal-admin`);
 - redirects are followed only to links that pass the same check, at most
   `EINVOICE_LINK_MAX_REDIRECTS` (default 3) times: a storage front may redirect within itself, but a
   redirect is never a way around the host list;
@@ -28,6 +30,7 @@ PDF, XML that stops mid-element) is a `TransientError`, as the next fetch usuall
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,7 +75,8 @@ class LinkPolicy:
         for url in urls:
             parsed = httpx.URL(url)
             if parsed.scheme in DEFAULT_PORTS and parsed.host:
-                origins.add((_host(parsed), parsed.port or DEFAULT_PORTS[parsed.scheme]))
+                ports = DEFAULT_PORTS.values() if parsed.port is None else [parsed.port]
+                origins.update((_host(parsed), port) for port in ports)
                 plain_http = plain_http or parsed.scheme == "http"
         for entry in (read_setting("EINVOICE_LINK_HOSTS", "", environ) or "").split(","):
             origins |= _listed(entry.strip())
@@ -191,7 +195,7 @@ def _check_zip(path: Path, policy: LinkPolicy) -> None:
             if any(member.file_size > largest for member in members):
                 raise UnexpectedContent(f"downloaded ZIP holds a file larger than {largest} bytes")
             damaged = bundle.testzip()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, OSError, EOFError, ValueError):
         damaged = "archive"
     if damaged is not None:
         raise TransientError("downloaded ZIP is damaged")
