@@ -71,7 +71,7 @@ def folder_for(root: Path, job: Job) -> Path:
 
 
 def file_name(job: Job, kind: str, extension: str) -> str:
-    fiscal = job.doc_guid or job.provider_request_id
+    fiscal = job.doc_fiscal_id or job.doc_guid or job.provider_request_id
     stem = _safe(job.id, 64) if fiscal is None else f"{_safe(fiscal, MAX_FISCAL_PART)}--{_safe(job.id, 64)}"
     return f"{stem}.{_safe(kind, 16)}.{extension}"
 
