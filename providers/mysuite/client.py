@@ -27,6 +27,7 @@ from typing import IO, TypeVar
 import httpx
 import tenacity
 
+from providers.answers import MalformedAnswer
 from providers.base import (
     DownloadResult,
     PermanentError,
@@ -39,6 +40,7 @@ from providers.base import (
     observed,
     verify_each,
 )
+from providers.links import LinkPolicy, UnexpectedContent, check_content, open_link
 from providers.mysuite.config import MySuiteConfig
 from providers.mysuite.parsing import (
     DUPLICATE_CODE,
@@ -117,8 +119,9 @@ class MySuiteClient:
 
     name = PROVIDER
 
-    def __init__(self, config: MySuiteConfig) -> None:
+    def __init__(self, config: MySuiteConfig, *, links: LinkPolicy | None = None) -> None:
         self.config = config
+        self.links = links or LinkPolicy.for_provider([config.async_url, config.sync_url])
         self._envelopes = EnvelopeBuilder(config.requestor, config.entity, config.user, config.username)
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
@@ -227,11 +230,11 @@ class MySuiteClient:
     def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> DownloadResult:
         """Stream a link to `dest` (atomically), decoding base64 bodies, hashing what is written.
 
-        `max_bytes` caps the decoded file: a larger one is abandoned (and nothing kept) as soon as
-        it passes the cap, before it can fill the disk.
+        The link, every redirect, the size and the content go through `self.links` (see
+        `providers.links`): a refused link or body leaves no file behind. `max_bytes` caps the
+        decoded file below the links' own cap (Descarga Masiva packages).
         """
-        if not re.match(r"https?://", url, flags=re.IGNORECASE):
-            raise PermanentError("download link is not an http(s) URL")
+        self.links.check(url)
         return self._retrying(self._download_once, url, Path(dest), max_bytes)
 
     # -- requests ----------------------------------------------------------------------------
@@ -255,6 +258,8 @@ class MySuiteClient:
             if reply.code == DUPLICATE_CODE:
                 try:
                     request_id = parse_request_id(reply.response_data1)
+                except MalformedAnswer:
+                    raise  # the provider holds the document: ask again rather than fail it
                 except TransientError:
                     raise PermanentError(
                         "MYSuite says the internal id is registered but gives no request id",
@@ -343,6 +348,7 @@ class MySuiteClient:
         try:
             with observed(PROVIDER, "download"):
                 result = self._stream_to(url, partial, max_bytes)
+                check_content(partial, result[2], self.links)
             os.replace(partial, dest)
         finally:
             partial.unlink(missing_ok=True)
@@ -352,13 +358,11 @@ class MySuiteClient:
         # Exceptions are raised `from None`: httpx errors can carry the request URL, a secret link.
         try:
             with (
-                self._client().stream(
-                    "GET", url, timeout=self._timeout(self.config.read_timeout), follow_redirects=True
-                ) as response,
+                open_link(self._client(), url, self.links, self._timeout(self.config.read_timeout)) as response,
                 target.open("wb") as out,
             ):
                 _raise_for_download_status(response)
-                sink = DownloadSink(out)
+                sink = DownloadSink(out, self.links)
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
                     sink.write(chunk)
                     if max_bytes is not None and sink.size > max_bytes:
@@ -408,11 +412,14 @@ class DownloadSink:
 
     Plain ZIP/PDF/XML bodies are written as they are. A body that is base64 text and decodes to one
     of those is decoded on the fly (4-character groups, remainder carried to the next chunk), so the
-    archived file is the document itself whichever way the link serves it.
+    archived file is the document itself whichever way the link serves it. A body that is none of
+    them is refused at once, and one that grows past its type's cap is refused as the cap is
+    crossed: nothing past it is read.
     """
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], links: LinkPolicy | None = None) -> None:
         self._out = out
+        self._links = links or LinkPolicy(frozenset())
         self._digest = hashlib.sha256()
         self._size = 0
         self._head = b""
@@ -460,6 +467,8 @@ class DownloadSink:
             if inner is not None:
                 self._mode = "base64"
                 self._content_type = inner
+        if self._content_type == "application/octet-stream":
+            raise UnexpectedContent("download is neither XML, PDF nor ZIP (nor base64 of one)")
         self._consume(head)
 
     def _consume(self, chunk: bytes) -> None:
@@ -473,6 +482,9 @@ class DownloadSink:
             self._emit(_b64decode(data[:usable]))
 
     def _emit(self, data: bytes) -> None:
+        cap = self._links.cap(self._content_type)
+        if self._size + len(data) > cap:
+            raise UnexpectedContent(f"download is larger than the {cap}-byte cap for {self._content_type}")
         self._out.write(data)
         self._digest.update(data)
         self._size += len(data)
