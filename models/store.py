@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import is_sqlite
 from models.schema import Artifact, Event, Job, Payload, ProviderPause
 from models.states import ACTIVE, JobState, check_transition
+from models.webhooks import announce, announce_state
 
 POLL_EVENT = "poll"
 """Event kind of a verify that found the document still being processed."""
@@ -188,6 +189,10 @@ class Store:
                         message=invalid_reason or "accepted",
                     )
                 )
+                # --- webhooks outbox: announced in the transaction that creates the job
+                session.flush()
+                announce_state(session, job_id=job.id, entity=entity, to_state=state.value)
+                # --- end webhooks outbox
             self._notify(TransitionInfo(provider, None, state.value, now, 0))
             return job, True
         except IntegrityError:
@@ -388,6 +393,11 @@ class Store:
                     message=step.message,
                 )
                 previous = step.to_state
+            # --- webhooks outbox: every step announced in the transaction that records it
+            entity = session.scalar(sa.select(Job.entity).where(Job.id == job_id))
+            for step in steps:
+                announce_state(session, job_id=job_id, entity=entity or "", to_state=step.to_state.value)
+            # --- end webhooks outbox
         previous = from_state
         for step in steps:
             self._notify(TransitionInfo(row.provider, previous.value, step.to_state.value, row.created_at, row.polls))
@@ -587,6 +597,10 @@ class Store:
                 .values(kind=AUTH_PAUSE, reason=reason, since=now, until=None, probes=0, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
+            # --- webhooks outbox
+            if _rowcount(result) == 1:
+                _announce_pause(session, "provider.paused", provider, AUTH_PAUSE, reason, now, None)
+            # --- end webhooks outbox
             return _rowcount(result) == 1
 
     def pause_for_outage(self, provider: str, reason: str, until: datetime) -> bool:
@@ -602,6 +616,10 @@ class Store:
                         provider=provider, kind=kind, reason=reason, since=now, until=until, probes=0, updated_at=now
                     )
                 )
+                # --- webhooks outbox
+                session.flush()
+                _announce_pause(session, "provider.paused", provider, kind, reason, now, until)
+                # --- end webhooks outbox
         except IntegrityError:
             return False
         return True
@@ -652,6 +670,12 @@ class Store:
             result = session.execute(
                 sa.delete(ProviderPause).where(ProviderPause.provider == provider, ProviderPause.kind == OUTAGE_PAUSE)
             )
+            # --- webhooks outbox
+            if _rowcount(result) == 1:
+                _announce_pause(
+                    session, "provider.resumed", provider, OUTAGE_PAUSE, "provider answered", utcnow(), None
+                )
+            # --- end webhooks outbox
             return _rowcount(result) == 1
 
     def resume_provider(self, provider: str) -> PauseInfo | None:
@@ -662,6 +686,9 @@ class Store:
                 return None
             info = _pause_info(row)
             session.delete(row)
+            # --- webhooks outbox
+            _announce_pause(session, "provider.resumed", provider, info.kind, "resumed by an operator", utcnow(), None)
+            # --- end webhooks outbox
             return info
 
     # ----------------------------------------------------------- observability
@@ -779,6 +806,23 @@ def _seconds_since(now: datetime, then: datetime) -> float:
     if then.tzinfo is None:
         then = then.replace(tzinfo=UTC)
     return (now - then).total_seconds()
+
+
+# --- webhooks outbox
+def _announce_pause(
+    session: Session, event_type: str, provider: str, kind: str, reason: str, at: datetime, until: datetime | None
+) -> None:
+    body = {
+        "provider": provider,
+        "kind": kind,
+        "reason": reason,
+        "at": at.isoformat(),
+        "until": until.isoformat() if until else None,
+    }
+    announce(session, job_id=None, entity=None, event_type=event_type, body=body)
+
+
+# --- end webhooks outbox
 
 
 def _pause_info(row: ProviderPause) -> PauseInfo:
