@@ -23,7 +23,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,17 +32,12 @@ from urllib.parse import urlsplit
 import httpx
 from celery import current_app, shared_task
 from prometheus_client import Counter, Histogram
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-from sqlalchemy.exc import SQLAlchemyError
 from standardwebhooks.webhooks import Webhook
 
-from models import Store
 from models.access import ServerSecret
 from models.db import is_sqlite
 from models.webhooks import (
     Outgoing,
-    dead_letters,
     disable_subscription,
     job_from_snapshot,
     outgoing,
@@ -169,27 +164,6 @@ def _observe(outcome: str, lag: float | None = None) -> None:
     _metrics[0].labels(outcome).inc()
     if lag is not None:
         _metrics[1].observe(lag)
-
-
-class DeadLetterCollector(Collector):
-    """`einvoice_webhook_dead_letters`, counted in the database at scrape time."""
-
-    def __init__(self, st: Store) -> None:
-        self.store = st
-
-    def collect(self) -> Iterator[Metric]:
-        try:
-            with self.store.session() as session:
-                count = dead_letters(session)
-        except SQLAlchemyError as exc:
-            log.warning("dead letter gauge skipped: %s", type(exc).__name__)
-            return
-        gauge = GaugeMetricFamily(
-            "einvoice_webhook_dead_letters",
-            "Webhook deliveries given up on (replay them with `einvoice webhooks replay`).",
-        )
-        gauge.add_metric([], count)
-        yield gauge
 
 
 # ----------------------------------------------------------------------- tasks

@@ -51,7 +51,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from models import JobState, Store, TransitionInfo, utcnow
+from models import JobState, Store, TransitionInfo, utcnow, webhooks
 from models.db import home_dir
 from providers.base import read_setting
 
@@ -318,6 +318,10 @@ class DatabaseCollector(Collector):
             overdue = self.store.oldest_due_seconds()
             queued = self.store.oldest_in_state_seconds(JobState.QUEUED)
             links = self.store.links_expiry_seconds()
+            # --- webhooks: dead letters, counted in the database like the backlog
+            with self.store.session() as session:
+                dead_letters = webhooks.dead_letters(session)
+            # --- end webhooks
         except SQLAlchemyError as exc:
             log.warning("database gauges skipped: %s", type(exc).__name__)
             return
@@ -355,6 +359,14 @@ class DatabaseCollector(Collector):
             for provider, seconds in sorted(links.items()):
                 expiry.add_metric([provider], seconds)
             yield expiry
+        # --- webhooks
+        dead = GaugeMetricFamily(
+            "einvoice_webhook_dead_letters",
+            "Webhook deliveries given up on after about three days (`einvoice webhooks replay` sends one again).",
+        )
+        dead.add_metric([], dead_letters)
+        yield dead
+        # --- end webhooks
 
 
 def build_registry(store: Store, root: Path, providers: Iterable[str]) -> CollectorRegistry:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
 from models.access import AuditEntry
-from tests.api.server import ApiServer, auth, create_key
 from sandbox.server import free_port
+from tests.api.server import ApiServer, auth, create_key
 from tests.e2e.stack import Stack
 from tests.harness import run_cli
 from worker.samples import native_xml
 
 
-def submit(api: ApiServer, key: dict, internal_id: str, body: bytes, provider: str = "mysuite") -> httpx.Response:
+def submit(
+    api: ApiServer, key: dict[str, Any], internal_id: str, body: bytes, provider: str = "mysuite"
+) -> httpx.Response:
     return httpx.post(
         f"{api.url}/v1/invoices",
         params={"provider": provider, "internal_id": internal_id},
@@ -46,7 +49,9 @@ def test_submit_status_and_events_match_the_cli(api_stack: Stack, api: ApiServer
     assert listed["items"] == json.loads(api_stack.cli("list", "--json").stdout)
 
     with api_stack.store.session() as session:
-        actions = [(a.actor, a.action, a.outcome) for a in session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id))]
+        actions = [
+            (a.actor, a.action, a.outcome) for a in session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id))
+        ]
     assert (f"key:{key['id']}", "invoice.submit", "created") in actions
     assert (f"key:{key['id']}", "invoice.submit", "existing") in actions
     assert (f"key:{key['id']}", "invoice.read", "ok") in actions

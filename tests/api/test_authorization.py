@@ -1,4 +1,4 @@
-"""Role × entity × route: what each key may do, and that another entity's jobs stay invisible (404)."""
+"""Role, entity and route: what each key may do, and that another entity's jobs stay invisible (404)."""
 
 from __future__ import annotations
 
@@ -26,16 +26,86 @@ KEYS = {
 # What each route answers per key, on a job of entity A. `submit-A` posts a mysuite (entity A)
 # document, `submit-B` a hacienda (entity B) one. retry/links on a queued job: 409 when allowed.
 EXPECTED: dict[str, dict[str, int]] = {
-    "submit-A": {"submitter-A": 201, "submitter-B": 403, "operator-A": 201, "operator-all": 201, "auditor-all": 403, "auditor-B": 403},
-    "submit-B": {"submitter-A": 403, "submitter-B": 201, "operator-A": 403, "operator-all": 201, "auditor-all": 403, "auditor-B": 403},
-    "status": {"submitter-A": 200, "submitter-B": 404, "operator-A": 200, "operator-all": 200, "auditor-all": 200, "auditor-B": 404},
-    "events": {"submitter-A": 200, "submitter-B": 404, "operator-A": 200, "operator-all": 200, "auditor-all": 200, "auditor-B": 404},
-    "file": {"submitter-A": 404, "submitter-B": 404, "operator-A": 404, "operator-all": 404, "auditor-all": 404, "auditor-B": 404},
-    "retry": {"submitter-A": 403, "submitter-B": 403, "operator-A": 409, "operator-all": 409, "auditor-all": 403, "auditor-B": 403},
-    "links": {"submitter-A": 403, "submitter-B": 403, "operator-A": 409, "operator-all": 409, "auditor-all": 403, "auditor-B": 403},
-    "resume": {"submitter-A": 403, "submitter-B": 403, "operator-A": 200, "operator-all": 200, "auditor-all": 403, "auditor-B": 403},
-    "replay": {"submitter-A": 403, "submitter-B": 403, "operator-A": 404, "operator-all": 404, "auditor-all": 403, "auditor-B": 403},
-    "providers": {"submitter-A": 200, "submitter-B": 200, "operator-A": 200, "operator-all": 200, "auditor-all": 200, "auditor-B": 200},
+    "submit-A": {
+        "submitter-A": 201,
+        "submitter-B": 403,
+        "operator-A": 201,
+        "operator-all": 201,
+        "auditor-all": 403,
+        "auditor-B": 403,
+    },
+    "submit-B": {
+        "submitter-A": 403,
+        "submitter-B": 201,
+        "operator-A": 403,
+        "operator-all": 201,
+        "auditor-all": 403,
+        "auditor-B": 403,
+    },
+    "status": {
+        "submitter-A": 200,
+        "submitter-B": 404,
+        "operator-A": 200,
+        "operator-all": 200,
+        "auditor-all": 200,
+        "auditor-B": 404,
+    },
+    "events": {
+        "submitter-A": 200,
+        "submitter-B": 404,
+        "operator-A": 200,
+        "operator-all": 200,
+        "auditor-all": 200,
+        "auditor-B": 404,
+    },
+    "file": {
+        "submitter-A": 404,
+        "submitter-B": 404,
+        "operator-A": 404,
+        "operator-all": 404,
+        "auditor-all": 404,
+        "auditor-B": 404,
+    },
+    "retry": {
+        "submitter-A": 403,
+        "submitter-B": 403,
+        "operator-A": 409,
+        "operator-all": 409,
+        "auditor-all": 403,
+        "auditor-B": 403,
+    },
+    "links": {
+        "submitter-A": 403,
+        "submitter-B": 403,
+        "operator-A": 409,
+        "operator-all": 409,
+        "auditor-all": 403,
+        "auditor-B": 403,
+    },
+    "resume": {
+        "submitter-A": 403,
+        "submitter-B": 403,
+        "operator-A": 200,
+        "operator-all": 200,
+        "auditor-all": 403,
+        "auditor-B": 403,
+    },
+    "replay": {
+        "submitter-A": 403,
+        "submitter-B": 403,
+        "operator-A": 404,
+        "operator-all": 404,
+        "auditor-all": 403,
+        "auditor-B": 403,
+    },
+    "providers": {
+        "submitter-A": 200,
+        "submitter-B": 200,
+        "operator-A": 200,
+        "operator-all": 200,
+        "auditor-all": 200,
+        "auditor-B": 200,
+    },
 }
 
 
@@ -44,7 +114,9 @@ def call(api: ApiServer, route: str, job_id: str, headers: dict[str, str], n: in
     xml = {**headers, "content-type": "application/xml"}
     match route:
         case "submit-A":
-            return httpx.post(f"{url}/v1/invoices", params={"internal_id": f"M-{n}"}, content=native_xml(f"M-{n}", 6000), headers=xml)
+            return httpx.post(
+                f"{url}/v1/invoices", params={"internal_id": f"M-{n}"}, content=native_xml(f"M-{n}", 6000), headers=xml
+            )
         case "submit-B":
             params = {"internal_id": f"H-{n}", "provider": "hacienda"}
             return httpx.post(f"{url}/v1/invoices", params=params, content=b"<junk/>", headers=xml)

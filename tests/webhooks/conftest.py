@@ -37,7 +37,9 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 def subscribe(stack: Stack, rec: Receiver, url: str, name: str, events: str, mode: str = "ok") -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(stack.cli("webhooks", "add", f"{url}/{name}", "--events", events, "--json").stdout)
+    data: dict[str, Any] = json.loads(
+        stack.cli("webhooks", "add", f"{url}/{name}", "--events", events, "--json").stdout
+    )
     rec.secrets[name] = data["secret"]
     rec.modes[name] = mode
     return data

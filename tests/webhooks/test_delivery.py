@@ -24,7 +24,7 @@ def expected_announcements(stack: Stack) -> set[tuple[str, str]]:
     wanted: set[tuple[str, str]] = set()
     for job in stack.store.list_jobs():
         for event in stack.store.events(job.id):
-            if event.kind in ("transition", "retry") and event.to_state in STATE_EVENTS:
+            if event.kind in ("transition", "retry") and event.to_state and event.to_state in STATE_EVENTS:
                 wanted.add((job.id, STATE_EVENTS[event.to_state]))
     return wanted
 
@@ -83,7 +83,9 @@ def test_every_transition_is_delivered_signed_despite_failures_and_a_killed_work
         )
         assert states == {"delivered": len(wanted)}
         retried = session.scalar(
-            sa.select(sa.func.count()).where(WebhookDelivery.subscription_id == flaky["id"], WebhookDelivery.attempts > 1)
+            sa.select(sa.func.count()).where(
+                WebhookDelivery.subscription_id == flaky["id"], WebhookDelivery.attempts > 1
+            )
         )
         assert retried and retried > 0
         disabled = session.get(WebhookSubscription, gone["id"])
