@@ -16,7 +16,8 @@ from tests.webhooks.receiver import Receiver
 from worker.samples import native_xml
 from worker.views import job_status
 
-INVOICES = int(os.environ.get("WEBHOOK_TEST_INVOICES", "200"))
+# 200 invoices pass in about 4 minutes on a loaded 2-core machine; CI runs 50 (set the variable for more).
+INVOICES = int(os.environ.get("WEBHOOK_TEST_INVOICES", "50"))
 EVERY_INVOICE_EVENT = ",".join(sorted(set(STATE_EVENTS.values())))
 
 
