@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             api_cpu = psutil.Process(api.pid).cpu_times()
             cpu = api_cpu.user + api_cpu.system - cpu_before
             log(f"{count} submits in {seconds:.1f}s")
-            big = big_submit(url, key, api.pid, int(args.big_mb * MIB - 4096))
+            big = big_submit(url, key, api.pid, int(args.big_mb * MIB * 0.97))
         finally:
             api.terminate()
             api.wait(timeout=30)
