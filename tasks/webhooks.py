@@ -225,7 +225,7 @@ def deliver(delivery_id: str) -> str:
     status: int | None = None
     try:
         check_destination(item.url, allow_private=pol.allow_private)
-        signing = ServerSecret.load(embedded=_embedded()).unseal(item.sealed_secret)
+        signing = _server_secret().unseal(item.sealed_secret)
         body = render(item)
         headers = {
             "webhook-id": item.id,
@@ -275,5 +275,17 @@ def deliver(delivery_id: str) -> str:
     return "failed" if retry_at else "dead"
 
 
-def _embedded() -> bool:
-    return str(current_app.conf.broker_url or "").startswith("filesystem://")
+_secret_lock = threading.Lock()
+_secret: tuple[str, ServerSecret] | None = None
+
+
+def _server_secret() -> ServerSecret:
+    """Derived once per process (and again only if the setting changes), not once per delivery."""
+    global _secret
+    env = os.environ
+    source = env.get("EINVOICE_API_SECRET_FILE", "") + "\0" + env.get("EINVOICE_API_SECRET", "")
+    with _secret_lock:
+        if _secret is None or _secret[0] != source:
+            embedded = str(current_app.conf.broker_url or "").startswith("filesystem://")
+            _secret = (source, ServerSecret.load(embedded=embedded))
+        return _secret[1]
