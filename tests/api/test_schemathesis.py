@@ -54,6 +54,7 @@ def run_schemathesis(url: str, key: str, report: Path) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         timeout=900,
+        cwd=report.parent,  # its cache folder goes there, not into the repository
     )
 
 
