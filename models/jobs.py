@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from models.database import Database, TransitionInfo
 from models.schema import Artifact, Event, Job, Payload
 from models.states import JobState, machine
+from models.webhooks import announce_state
 
 JOB_PREFIX = "job:"
 INTERNAL_PREFIX = "internal:"
@@ -93,6 +94,7 @@ class Jobs:
                             size_bytes=len(payload),
                         )
                     )
+                announce_state(conn, job_id=str(values["id"]), entity=entity, to_state=first, kind=kind)
                 conn.execute(
                     sa.insert(Event).values(
                         job_id=values["id"],
@@ -233,6 +235,7 @@ class Jobs:
             if job is None:
                 return None
             if invalid_reason is None:
+                announce_state(session, job_id=job_id, entity=job.entity, to_state=JobState.QUEUED, kind=job_kind)
                 session.execute(
                     sa.insert(Payload).values(job_id=job_id, content=payload, sha256=digest, size_bytes=len(payload))
                 )

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from models.database import Database, rowcount
 from models.schema import ProviderPause
+from models.webhooks import announce_pause
 
 AUTH_PAUSE = "auth"
 OUTAGE_PAUSE = "outage"
@@ -138,8 +139,9 @@ class Pauses:
                 .where(ProviderPause.provider == provider, ProviderPause.kind == CLOSED)
                 .values(kind=OUTAGE_PAUSE, reason=reason, since=now, until=until, probes=0, updated_at=now)
             )
-        self.forget_cache()
-        return rowcount(result) == 1
+            return self._paused(
+                conn, Health(provider, "failed", reason), OUTAGE_PAUSE, rowcount(result) == 1, now, until
+            )
 
     def claim_probe(self, provider: str, policy: BreakerPolicy) -> bool:
         """Take the right to send the one probe to a provider in outage whose wait is over.
@@ -174,6 +176,9 @@ class Pauses:
                 return None
             info = _info(row)
             session.delete(row)
+            announce_pause(
+                session, "provider.resumed", provider, info.kind, "resumed by an operator", self.db.clock(), None
+            )
         self.forget_cache()
         return info
 
@@ -197,7 +202,10 @@ class Pauses:
                 .values(kind=CLOSED, failures=0, probes=0, until=None, updated_at=now)
             )
             self.forget_cache()
-            return known.kind == OUTAGE_PAUSE and rowcount(result) == 1
+            reopened = known.kind == OUTAGE_PAUSE and rowcount(result) == 1
+            if reopened:
+                announce_pause(conn, "provider.resumed", health.provider, known.kind, "provider answered", now, None)
+            return reopened
         if health.outcome == "quota":
             _ensure_row(conn, health.provider, now)
             result = conn.execute(
@@ -205,8 +213,7 @@ class Pauses:
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
                 .values(kind=QUOTA_PAUSE, reason=health.reason[:300], since=now, until=health.until, updated_at=now)
             )
-            self.forget_cache()
-            return rowcount(result) == 1
+            return self._paused(conn, health, QUOTA_PAUSE, rowcount(result) == 1, now, health.until)
         if health.outcome == "auth":
             _ensure_row(conn, health.provider, now)
             result = conn.execute(
@@ -214,8 +221,7 @@ class Pauses:
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
                 .values(kind=AUTH_PAUSE, reason=health.reason[:300], since=now, until=None, probes=0, updated_at=now)
             )
-            self.forget_cache()
-            return rowcount(result) == 1
+            return self._paused(conn, health, AUTH_PAUSE, rowcount(result) == 1, now, None)
         if known is not None and known.kind == OUTAGE_PAUSE:
             # Only a probe gets through an outage: it failed, so wait longer before the next one.
             conn.execute(
@@ -244,8 +250,15 @@ class Pauses:
                 updated_at=now,
             )
         )
+        return self._paused(conn, health, OUTAGE_PAUSE, rowcount(result) == 1, now, now + policy.probe_base)
+
+    def _paused(
+        self, conn: Connection, health: Health, kind: str, changed: bool, now: datetime, until: datetime | None
+    ) -> bool:
         self.forget_cache()
-        return rowcount(result) == 1
+        if changed:
+            announce_pause(conn, "provider.paused", health.provider, kind, health.reason[:300], now, until)
+        return changed
 
 
 _NO_POLICY = BreakerPolicy(open_after_failures=1 << 30, probe_base=timedelta(0), probe_cap=timedelta(0))

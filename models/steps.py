@@ -27,6 +27,7 @@ from models.database import Database, TransitionInfo
 from models.pauses import BreakerPolicy, Health, Pauses
 from models.schema import Artifact, Event, Job, Payload
 from models.states import active_states, machine
+from models.webhooks import announce_state
 
 POLL_EVENT = "poll"
 """Event kind of a verify that found the document still being processed."""
@@ -190,7 +191,7 @@ class Steps:
                     sa.update(Job)
                     .where(Job.id == change.job_id, Job.state == change.from_state, Job.kind == change.kind)
                     .values(**_values(change, now))
-                    .returning(Job.provider, Job.created_at, Job.polls)
+                    .returning(Job.provider, Job.entity, Job.created_at, Job.polls)
                 ).first()
                 applied.append(row is not None)
                 if row is None:
@@ -209,6 +210,10 @@ class Steps:
                     )
                 previous = change.from_state
                 for step in change.steps:
+                    # The outbox row commits with the transition it announces, or not at all.
+                    announce_state(
+                        conn, job_id=change.job_id, entity=row.entity, to_state=step.to_state, kind=change.kind
+                    )
                     notices.append(
                         TransitionInfo(
                             change.job_id, change.kind, row.provider, previous, step.to_state, row.created_at, row.polls
