@@ -16,7 +16,7 @@ from pathlib import Path
 from models import Job
 from providers.base import Provider, TransientError
 
-EXTENSIONS = {"xml": "xml", "pdf": "pdf", "respuesta": "xml"}
+EXTENSIONS = {"xml": "xml", "pdf": "pdf", "respuesta": "xml", "addenda": "xml"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
