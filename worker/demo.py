@@ -238,8 +238,13 @@ def _addenda_note(console: Any, store: Any, addendas: list[Any], prodigia: dict[
         return
     artifact = next(a for a in store.jobs.artifacts(attached[0].id) if a.kind == "addenda")
     console.print(f"[bold]archived addenda[/] {artifact.path} ({artifact.size_bytes} bytes, sha256 {artifact.sha256})")
-    with open(artifact.path, encoding="utf-8", errors="replace") as handle:
-        console.print("".join(handle.readlines()[:4]).rstrip()[:1200], markup=False, highlight=False)
+    from lxml import etree
+
+    content = Path(artifact.path).read_bytes()
+    root = etree.fromstring(content, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    addenda_node = etree.tostring(root[-1], encoding="unicode", pretty_print=True)
+    console.print(content[:240].decode("utf-8", "replace") + " …", markup=False, highlight=False)
+    console.print(f"its last child, the addenda:\n{addenda_node.rstrip()}", markup=False, highlight=False)
     console.print(f"events of addenda {attached[0].id} (invoice {attached[0].internal_id}):")
     for event in store.jobs.events(attached[0].id):
         console.print(

@@ -92,7 +92,7 @@ def test_mysuite_invoices_with_addendas_some_failing(pg_stack: Stack, tmp_path: 
     assert "signed part" in (found["AD-TAMPER"].error_message or "")
     assert "Campo|valor" in (found["AD-BAD1"].error_message or "")
     for internal_id, child in found.items():
-        invoice = pg_stack.store.jobs.resolve(internal_id)
+        stamped = pg_stack.store.jobs.resolve(internal_id)
         kinds = [event.kind for event in pg_stack.store.jobs.events(child.id)]
         assert kinds == ["transition", f"addenda.{child.state}"], (internal_id, kinds)
         kept = {a.kind: a for a in pg_stack.store.jobs.artifacts(child.id)}
@@ -100,10 +100,10 @@ def test_mysuite_invoices_with_addendas_some_failing(pg_stack: Stack, tmp_path: 
             assert kept == {}
             continue
         path = Path(kept["addenda"].path)
-        assert path.name == f"{invoice.doc_guid}.addenda.xml"
+        assert path.name == f"{stamped.doc_guid}.addenda.xml"
         root = etree.fromstring(path.read_bytes())
         assert etree.QName(root[-1]).localname == "Addenda" and "Remision" in path.read_text()
-        assert {a.kind for a in pg_stack.store.jobs.artifacts(invoice.id)} >= {"xml", "pdf"}
+        assert {a.kind for a in pg_stack.store.jobs.artifacts(stamped.id)} >= {"xml", "pdf"}
     counters = admin("counters")
     assert counters["operations"]["procesarAdjuntarAddenda"]["calls"] == 10  # one call per addenda, none twice
     assert counters["codes"] == {"0": 8, "6": 2}

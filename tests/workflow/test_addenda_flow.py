@@ -344,3 +344,18 @@ def test_a_step_without_the_guard_is_not_held(flow: Flow, addendas: ScriptedAdde
     assert run_step(flow.services, unguarded, [a.id]) == {a.id: "attached"}
     assert seen == {b.id: "attached"}
     worker_b.store.engine.dispose()
+
+
+# ------------------------------------------------------------------------------------- intake
+
+
+def test_the_producer_refuses_an_unknown_type_with_the_list_and_keeps_the_type_it_knows() -> None:
+    from worker.producer import InvalidInput, addenda_request
+
+    with pytest.raises(InvalidInput, match="known types: casaley, mabe, soriana"):
+        addenda_request("Oxxo", DATOS.encode())
+    with pytest.raises(InvalidInput):
+        addenda_request("soriana", b"Soriana\nCampo|\x07bell\n")
+    child = addenda_request("Soriana Extemporánea", DATOS.encode())
+    assert (child.kind, child.state, child.provider) == ("addenda", "waiting", "prodigia")
+    assert child.doc_extra == {"addenda_type": "soriana-extemporanea"} and child.payload == DATOS.encode()
