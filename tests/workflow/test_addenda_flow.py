@@ -260,6 +260,18 @@ def test_no_addenda_is_created_for_an_invalid_invoice_nor_twice_for_a_repeat(flo
     again, created_again = flow.store.jobs.create_job(internal_id="AD-TWICE", **common)  # type: ignore[arg-type]
     assert created and not created_again and again.id == job.id
     assert len(flow.store.jobs.children(job.id)) == 1
+    # The corrected document that replaces an invalid one brings its addenda with it.
+    corrected = flow.store.jobs.replace_invalid(
+        invalid.id,
+        payload=b"<doc/>",
+        actor="test",
+        deadline=timedelta(hours=1),
+        dispatch_grace=timedelta(seconds=30),
+        child=child,
+    )
+    assert corrected is not None and corrected.state == "queued"
+    (waiting,) = flow.store.jobs.children(invalid.id)
+    assert waiting.state == "waiting" and waiting.next_attempt_at is None
     # The internal id still names the invoice, not its addenda.
     assert flow.store.jobs.resolve("AD-TWICE").id == job.id
 
