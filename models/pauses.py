@@ -9,6 +9,14 @@ the same row (`closed`), so the count is the same whichever process made the cal
 
 Steps read the breaker through a cache of about a second, so checking it costs no transaction per
 job; every change is written in the transaction of the step that observed it.
+
+Login guard, for providers that lock an account after a few refused logins (Prodigia: 3). The cache
+would let every busy worker make a call with wrong credentials before the first refusal pauses the
+provider, and each call is a login. So for such a provider, until one call has been answered since
+the breaker row was created (first use, or `einvoice resume`, which deletes it), only the step that
+wins `claim_login` may call: a compare-and-set on the row, uncached, that lends it `until` as a
+lease. The answer confirms the credentials (`reason` becomes LOGINS_CONFIRMED) and from then on
+calls go out in parallel; a refusal pauses the provider; any other failure hands the lease back.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ OUTAGE_PAUSE = "outage"
 QUOTA_PAUSE = "quota"
 CLOSED = "closed"
 
+LOGINS_CONFIRMED = "logins confirmed"
+"""`reason` of a closed breaker whose provider has answered a login since the row was created."""
+
 CACHE_SECONDS = 1.0
 """How stale a step's view of the breakers may be. A pause takes effect everywhere within this."""
 
@@ -51,6 +62,10 @@ class PauseInfo:
     @property
     def paused(self) -> bool:
         return self.kind != CLOSED
+
+    @property
+    def logins_confirmed(self) -> bool:
+        return self.kind == CLOSED and self.reason == LOGINS_CONFIRMED
 
     def blocks(self, now: datetime, *, probe: bool = False) -> bool:
         """Whether a call to the provider must not be made now.
@@ -84,6 +99,9 @@ class Health:
     outcome: Literal["answered", "failed", "auth", "quota"]
     reason: str = ""
     until: datetime | None = None
+    guarded: bool = False
+    """The call was made under the login guard: an answer confirms the credentials, a failure
+    hands back the guard's lease."""
 
 
 class Pauses:
@@ -168,6 +186,40 @@ class Pauses:
         self.forget_cache()
         return rowcount(result) == 1
 
+    def claim_login(self, provider: str, lease: timedelta) -> Literal["confirmed", "won", "held"]:
+        """May a step call a login-guarded provider now? Uncached, because the cache is the hole.
+
+        "confirmed": its credentials were answered since the last resume, call freely; "won": this
+        step makes the one call allowed while they are unconfirmed (for at most `lease`); "held":
+        another step's call is out, or the provider is paused, so wait.
+        """
+        now = self.db.clock()
+        with self.db.connection() as conn:
+            _ensure_row(conn, provider, now)
+            result = conn.execute(
+                sa.update(ProviderPause)
+                .where(
+                    ProviderPause.provider == provider,
+                    ProviderPause.kind == CLOSED,
+                    ProviderPause.reason != LOGINS_CONFIRMED,
+                    sa.or_(ProviderPause.until.is_(None), ProviderPause.until <= now),
+                )
+                .values(until=now + lease, updated_at=now)
+            )
+            won = rowcount(result) == 1
+            row = (
+                None
+                if won
+                else conn.execute(
+                    sa.select(*ProviderPause.__table__.columns).where(ProviderPause.provider == provider)
+                ).first()
+            )
+            confirmed = row is not None and _info(row).logins_confirmed
+        self.forget_cache()
+        if won:
+            return "won"
+        return "confirmed" if confirmed else "held"
+
     def resume_provider(self, provider: str) -> PauseInfo | None:
         """An operator lifts whatever pause `provider` has; returns the pause that was lifted."""
         with self.db.session() as session:
@@ -194,17 +246,24 @@ class Pauses:
         now = self.db.clock()
         known = self.breakers().get(health.provider)
         if health.outcome == "answered":
-            if known is None or (known.kind == CLOSED and known.failures == 0) or known.kind == AUTH_PAUSE:
+            confirm = health.guarded and (known is None or not known.logins_confirmed)
+            if not confirm and (
+                known is None or (known.kind == CLOSED and known.failures == 0) or known.kind == AUTH_PAUSE
+            ):
                 return False
+            values: dict[str, object] = {"kind": CLOSED, "failures": 0, "probes": 0, "until": None, "updated_at": now}
+            if health.guarded:
+                _ensure_row(conn, health.provider, now)
+                values["reason"] = LOGINS_CONFIRMED
             result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
-                .values(kind=CLOSED, failures=0, probes=0, until=None, updated_at=now)
+                .values(**values)
             )
             self.forget_cache()
-            reopened = known.kind == OUTAGE_PAUSE and rowcount(result) == 1
+            reopened = known is not None and known.kind == OUTAGE_PAUSE and rowcount(result) == 1
             if reopened:
-                announce_pause(conn, "provider.resumed", health.provider, known.kind, "provider answered", now, None)
+                announce_pause(conn, "provider.resumed", health.provider, OUTAGE_PAUSE, "provider answered", now, None)
             return reopened
         if health.outcome == "quota":
             _ensure_row(conn, health.provider, now)
@@ -235,6 +294,17 @@ class Pauses:
             )
             self.forget_cache()
             return False
+        if health.guarded:
+            # The guarded call failed without a verdict on the credentials: the next may go.
+            conn.execute(
+                sa.update(ProviderPause)
+                .where(
+                    ProviderPause.provider == health.provider,
+                    ProviderPause.kind == CLOSED,
+                    ProviderPause.reason != LOGINS_CONFIRMED,
+                )
+                .values(until=None, updated_at=now)
+            )
         failures = _count_failure(conn, health.provider, now)
         if failures < policy.open_after_failures:
             return False

@@ -31,7 +31,7 @@ from providers.links import PDF, XML, ZIP, UnexpectedContent
 
 log = logging.getLogger("einvoice.archive")
 
-EXTENSIONS = {"xml": "xml", "pdf": "pdf", "respuesta": "xml"}
+EXTENSIONS = {"xml": "xml", "pdf": "pdf", "respuesta": "xml", "addenda": "xml"}
 ACCEPTED_TYPES = {"xml": {XML, ZIP}, "pdf": {PDF, ZIP}, "respuesta": {XML}}
 """What each kind of link may serve: the document itself or, as MYSuite's seed says, a ZIP of it."""
 MAX_FISCAL_PART = 64

@@ -73,20 +73,45 @@ def main() -> None:
 @click.option("--provider", type=PROVIDERS, default="mysuite", show_default=True)
 @click.option("--pattern", default="*.xml", show_default=True, help="Files taken from a folder.")
 @click.option("--json", "as_json", is_flag=True)
-def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_json: bool) -> None:
+@click.option("--addenda", "addenda_type", metavar="TYPE", help="Retailer addenda to attach once stamped (Prodigia).")
+@click.option(
+    "--addenda-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The ERP's addenda data (text lines) for --addenda.",
+)
+def submit(
+    path: Path,
+    internal_id: str | None,
+    provider: str,
+    pattern: str,
+    as_json: bool,
+    addenda_type: str | None,
+    addenda_data: Path | None,
+) -> None:
     """Accept FILE (or every matching file of a folder) for fiscal issue.
 
     Every file is processed; the exit status then says how it went: 0 when every document was
     accepted or already known, 3 when any is invalid (its job says why; send the corrected document
     under the same internal id), 2 when any was refused and nothing was kept for it (unusable
-    internal id, too large, unreadable, or another document under an internal id already in use).
+    internal id, too large, unreadable, or another document under an internal id already in use),
+    or when the addenda asked for (--addenda, one file only) is refused: an unknown type or data.
     """
-    from worker.producer import ConflictingDocument, InvalidInput, enqueue, read_document
-    from worker.views import job_status
+    from worker.producer import ConflictingDocument, InvalidInput, addenda_request, enqueue, read_document
 
     files = sorted(path.glob(pattern)) if path.is_dir() else [path]
     if path.is_dir() and internal_id is not None:
         _fail("--internal-id applies to a single file; files of a folder use their names")
+    addenda: tuple[str, bytes] | None = None
+    if (addenda_type is None) != (addenda_data is None):
+        _fail("--addenda and --addenda-data go together")
+    if addenda_type is not None and addenda_data is not None:
+        if path.is_dir():
+            _fail("--addenda applies to a single file: each invoice has its own addenda data")
+        addenda = (addenda_type, addenda_data.read_bytes())
+        try:
+            addenda_request(*addenda)
+        except InvalidInput as exc:
+            _fail(str(exc))
     if not files:
         _fail(f"no files matching {pattern} in {path}")
     results: list[dict[str, Any]] = []
@@ -99,14 +124,16 @@ def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_
             for file in files:
                 key = file.stem if internal_id is None else internal_id
                 try:
-                    outcome = enqueue(store, read_document(file), key, provider=provider, policy=policy)
+                    outcome = enqueue(
+                        store, read_document(file), key, provider=provider, policy=policy, addenda=addenda
+                    )
                 except InvalidInput as exc:
                     refusal: dict[str, Any] = {"file": str(file), "internal_id": key, "refused": str(exc)}
                     if isinstance(exc, ConflictingDocument):
                         refusal["job_id"] = exc.job.id
                     results.append(refusal)
                 else:
-                    status = job_status(outcome.job)
+                    status = _status(store, outcome.job, with_artifact=False)
                     status["created"] = outcome.created
                     status["replaced"] = outcome.replaced
                     results.append(status)
@@ -147,6 +174,17 @@ def _job_command(func: F) -> F:
     return click.argument("ref", metavar="ID")(func)
 
 
+def _status(store: Store, job: Any, *, with_artifact: bool = True) -> dict[str, Any]:
+    """A job's status JSON, with its addenda if it has one."""
+    from worker.views import addenda_view, job_status
+
+    child = store.jobs.addendas([job.id]).get(job.id)
+    if child is None:
+        return job_status(job)
+    kept = [a for a in store.jobs.artifacts(child.id) if a.kind == "addenda"] if with_artifact else []
+    return job_status(job, addenda_view(child, kept[0] if kept else None))
+
+
 def _resolve(store: Store, ref: str) -> Any:
     try:
         return store.jobs.resolve(ref)
@@ -159,10 +197,8 @@ def _resolve(store: Store, ref: str) -> Any:
 @click.option("--json", "as_json", is_flag=True)
 def status(ref: str, as_json: bool) -> None:
     """Show a job (ID: job id or internal id, or job:<job id> / internal:<internal id>)."""
-    from worker.views import job_status
-
     with _store() as store:
-        data = job_status(_resolve(store, ref))
+        data = _status(store, _resolve(store, ref))
     if as_json:
         _emit(data)
         return
@@ -175,6 +211,9 @@ def status(ref: str, as_json: bool) -> None:
         _say(f"  links expire at {data['links']['expires_at']}")
     if data["error"]:
         _say(f"  error: {data['error']['message']}")
+    if data["addenda"]:
+        addenda = data["addenda"]
+        _say(f"  addenda {addenda['type']}: {addenda['state']} ({addenda['message']}); events: {addenda['id']}")
 
 
 @main.command()
@@ -202,10 +241,12 @@ def events(ref: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_jobs(state: str | None, provider: str | None, limit: int | None, as_json: bool) -> None:
     """List jobs, oldest first."""
-    from worker.views import job_status
+    from worker.views import addenda_view, job_status
 
     with _store() as store:
-        rows = [job_status(job) for job in store.jobs.list_jobs(state=state, provider=provider, limit=limit)]
+        jobs = store.jobs.list_jobs(state=state, provider=provider, limit=limit)
+        children = store.jobs.addendas([job.id for job in jobs])
+    rows = [job_status(job, addenda_view(children[job.id]) if job.id in children else None) for job in jobs]
     if as_json:
         _emit(rows)
         return
@@ -273,10 +314,12 @@ def resume(provider: str) -> None:
     """Let calls to PROVIDER start again (after fixing its credentials); its jobs go out at the next sweep."""
     import logging
 
+    from providers.prodigia.client import PROVIDER as PRODIGIA
     from worker.operator import operator_actor
 
-    if provider not in provider_names():
-        _fail(f"unknown provider {provider!r}; known: {', '.join(provider_names())}")
+    known = [*provider_names(), PRODIGIA]
+    if provider not in known:
+        _fail(f"unknown provider {provider!r}; known: {', '.join(known)}")
     with _store() as store:
         lifted = store.pauses.resume_provider(provider)
     if lifted is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from models import Job, JobState, Store
+from models import AddendaState, ChildJob, Job, JobState, Store
 from providers import get_provider, provider_names
 from providers.base import InvalidPayload, internal_id_problem
 from tasks.pipeline import dispatch
@@ -107,6 +107,7 @@ def enqueue(
     policy: Policy | None = None,
     actor: str = "producer",
     publish: bool = True,
+    addenda: tuple[str, bytes] | None = None,
 ) -> Enqueued:
     """Accept one document. The same (provider, entity, internal id) with the same document again
     returns the existing job.
@@ -116,6 +117,9 @@ def enqueue(
     A document that is merely wrong (not XML, DOCTYPE, wrong root...) becomes an `invalid` job so
     that the ERP can see why, and is never sent; the corrected document sent under the same key
     then replaces it.
+
+    `addenda` (type, data) asks for a retailer's addenda on the stamped CFDI: checked now (an
+    unknown type or unusable data refuses the whole submission) and stored with the invoice.
     """
     pol = policy or Policy()
     if provider not in provider_names():
@@ -127,6 +131,7 @@ def enqueue(
     check_internal_id(internal_id)
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise _too_large(f"{len(payload):,}")
+    child = addenda_request(*addenda) if addenda is not None else None
     client = get_provider(provider)
     reason: str | None = None
     try:
@@ -144,10 +149,11 @@ def enqueue(
         deadline=deadline,
         dispatch_grace=grace,
         invalid_reason=reason,
+        child=child,
     )
     replaced = False
     if not created:
-        job, replaced = _repeat(store, job, payload, reason, actor=actor, deadline=deadline, grace=grace)
+        job, replaced = _repeat(store, job, payload, reason, actor=actor, deadline=deadline, grace=grace, child=child)
     if (created or replaced) and publish and job.state == JobState.QUEUED:
         _publish(job, internal_id)
     log.info(
@@ -162,7 +168,15 @@ def enqueue(
 
 
 def _repeat(
-    store: Store, job: Job, payload: bytes, reason: str | None, *, actor: str, deadline: timedelta, grace: timedelta
+    store: Store,
+    job: Job,
+    payload: bytes,
+    reason: str | None,
+    *,
+    actor: str,
+    deadline: timedelta,
+    grace: timedelta,
+    child: ChildJob | None = None,
 ) -> tuple[Job, bool]:
     """A key seen before: (the job, whether this document replaced its previous one).
 
@@ -188,12 +202,36 @@ def _repeat(
         if reason is not None and reason == job.error_message:
             return job, False
         moved = store.jobs.replace_invalid(
-            job.id, payload=payload, actor=actor, deadline=deadline, dispatch_grace=grace, invalid_reason=reason
+            job.id,
+            payload=payload,
+            actor=actor,
+            deadline=deadline,
+            dispatch_grace=grace,
+            invalid_reason=reason,
+            child=child,
         )
         if moved is not None:
             return moved, True
         job = store.jobs.get(job.id)
     raise InvalidInput(f"job {job.id} kept changing state while its document was being replaced; send it again")
+
+
+def addenda_request(addenda_type: str, datos: bytes) -> ChildJob:
+    """The addenda job to create with the invoice, or InvalidInput (the known types are listed)."""
+    from providers.prodigia import check_request
+    from providers.prodigia.client import PROVIDER
+
+    try:
+        found, text = check_request(addenda_type, datos)
+    except InvalidPayload as exc:
+        raise InvalidInput(exc.message) from None
+    return ChildJob(
+        kind="addenda",
+        state=AddendaState.WAITING,
+        provider=PROVIDER,
+        payload=text.encode("utf-8"),
+        doc_extra={"addenda_type": found.code},
+    )
 
 
 def _publish(job: Job, internal_id: str) -> None:
