@@ -145,16 +145,21 @@ def _call(spec: StepSpec, ctx: StepContext, jobs: list[Claimed]) -> dict[str, Ou
     return result
 
 
-def _schedule(ctx: StepContext, spec: StepSpec | None, next_in: float | None) -> tuple[datetime | None, float | None]:
+def _schedule(
+    ctx: StepContext, spec: StepSpec | None, next_in: float | None, provider: str | None = None
+) -> tuple[datetime | None, float | None]:
     """(next_attempt_at, countdown of a message to send now, or None).
 
     A short wait is handed to the broker and `next_attempt_at` set past it by the redispatch
     grace, so the sweep touches the job only if that message is lost; a long one stays in the
-    database for the sweep.
+    database for the sweep. So does any wait for a batch step of a provider whose polls go through
+    the sweep (`polls_through_sweep`): the sweep gathers the due ones into batches.
     """
     if spec is None or next_in is None:
         return None, None
     pol = ctx.policy
+    if spec.batch and provider is not None and ctx.provider(provider).polls_through_sweep:
+        return ctx.now + timedelta(seconds=next_in), None
     if next_in <= pol.max_countdown_seconds:
         return ctx.now + timedelta(seconds=next_in + pol.redispatch_seconds), max(0.0, next_in)
     return ctx.now + timedelta(seconds=next_in), None
@@ -170,7 +175,7 @@ def _conclude(
     base = Change(job.id, spec.state, attempt=attempt, kind=job.kind)
     if isinstance(outcome, Moved):
         target = wf.step_for(outcome.steps[-1].to_state)
-        when, countdown = _schedule(ctx, target, outcome.next_in)
+        when, countdown = _schedule(ctx, target, outcome.next_in, job.provider)
         change = replace(
             base,
             steps=outcome.steps,
@@ -182,7 +187,7 @@ def _conclude(
         message = Message(target, job.id, countdown) if target is not None and countdown is not None else None
         return change, message, Health(job.provider, "answered") if outcome.answered else None
     if isinstance(outcome, Stayed):
-        when, countdown = _schedule(ctx, spec, outcome.next_in)
+        when, countdown = _schedule(ctx, spec, outcome.next_in, job.provider)
         change = replace(
             base, note=outcome.note, fields=outcome.fields, next_attempt_at=when, artifacts=outcome.artifacts
         )

@@ -370,3 +370,25 @@ def test_a_status_answer_that_carries_the_final_record_completes_the_document(fl
     assert artifact.kind == "json" and Path(artifact.path).read_bytes() == record
     issued = next(e for e in flow.store.jobs.events(job.id) if e.to_state == "issued")
     assert "1921: monto ajustado" in (issued.message or "")
+
+
+def test_polls_of_a_provider_counted_per_call_wait_for_the_sweep_and_go_out_together(flow: Flow) -> None:
+    flow.provider.polls_through_sweep = True
+    jobs = [flow.enqueue(f"Q-{n}") for n in range(5)]
+    flow.deliver()
+    assert flow.sent == [], "no verify message per document after the submits"
+    assert {flow.job(j.id).state for j in jobs} == {"submitted"}
+    due_at = max(flow.job(j.id).next_attempt_at for j in jobs)
+    assert flow.sweep() == 0, "nothing is due before the first poll"
+    flow.clock.now = due_at
+    flow.provider.verifies.extend([PENDING] * 5)
+    assert flow.sweep() == 5
+    assert [(m.task, len(m.job_ids)) for m in flow.outbox] == [("einvoice.verify", 5)]
+    flow.deliver()
+    assert flow.provider.batches == [5]
+    assert flow.outbox == [], "a pending answer waits for the sweep too"
+    flow.clock.advance(3600 * 0.5)
+    assert flow.sweep() == 5
+    flow.deliver()
+    assert flow.provider.batches == [5, 5]
+    assert {flow.job(j.id).state for j in jobs} == {"retrieved"}
