@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.database import Database, rowcount
-from models.schema import ProviderPause
+from models.schema import Job, ProviderPause
 
 AUTH_PAUSE = "auth"
 OUTAGE_PAUSE = "outage"
@@ -169,13 +169,24 @@ class Pauses:
         return rowcount(result) == 1
 
     def resume_provider(self, provider: str) -> PauseInfo | None:
-        """An operator lifts whatever pause `provider` has; returns the pause that was lifted."""
+        """An operator lifts whatever pause `provider` has; returns the pause that was lifted.
+
+        A quota pause parks the provider's jobs until it ends (the next month): lifting it early,
+        after a plan change, brings those jobs back to now, or they would still wait for the month.
+        """
         with self.db.session() as session:
             row = session.get(ProviderPause, provider)
             if row is None or row.kind == CLOSED:
                 return None
             info = _info(row)
             session.delete(row)
+            if info.kind == QUOTA_PAUSE and info.until is not None:
+                session.execute(
+                    sa.update(Job)
+                    .where(Job.provider == provider, Job.next_attempt_at >= info.until)
+                    .values(next_attempt_at=self.db.clock())
+                    .execution_options(synchronize_session=False)
+                )
         self.forget_cache()
         return info
 

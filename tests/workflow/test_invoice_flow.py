@@ -394,3 +394,18 @@ def test_polls_of_a_provider_counted_per_call_wait_for_the_sweep_and_go_out_toge
     flow.deliver()
     assert flow.provider.batches == [5, 5]
     assert {flow.job(j.id).state for j in jobs} == {"retrieved"}
+
+
+def test_resuming_a_quota_pause_brings_the_parked_jobs_back_now(flow: Flow) -> None:
+    renews = flow.clock.now + timedelta(days=20)
+    flow.provider.submits.append(AccountPaused("plan spent", resume_at=renews))
+    first, second = flow.enqueue("R-1"), flow.enqueue("R-2")
+    flow.deliver()
+    assert {flow.job(first.id).next_attempt_at, flow.job(second.id).next_attempt_at} == {renews}
+    flow.clock.advance(60)
+    assert flow.sweep() == 0
+    lifted = flow.store.pauses.resume_provider("memory")
+    assert lifted is not None and lifted.kind == "quota"
+    assert flow.sweep() == 2, "both jobs go out at the next sweep, not next month"
+    flow.deliver()
+    assert {flow.job(first.id).state, flow.job(second.id).state} == {"retrieved"}
