@@ -354,14 +354,26 @@ def metrics(host: str, port: int | None) -> None:
     show_default=True,
     help="Hacienda (Costa Rica) comprobantes in the batch.",
 )
+@click.option(
+    "--mseller",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="MSeller (Dominican Republic) e-CF in the batch: accepted, conditional, rejected in turn.",
+)
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Worker threads.")
-def demo(count: int, seconds_per_mb: float, timeout: float, hacienda: int, concurrency: int) -> None:
+def demo(count: int, seconds_per_mb: float, timeout: float, hacienda: int, mseller: int, concurrency: int) -> None:
     """Run the sandbox, a worker and beat, push a batch of invoices through, and show where each ended."""
     from worker.demo import run_demo
 
     sys.exit(
         run_demo(
-            count=count, seconds_per_mb=seconds_per_mb, timeout=timeout, hacienda=hacienda, concurrency=concurrency
+            count=count,
+            seconds_per_mb=seconds_per_mb,
+            timeout=timeout,
+            hacienda=hacienda,
+            concurrency=concurrency,
+            mseller=mseller,
         )
     )
 
