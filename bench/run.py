@@ -35,6 +35,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "--plans gratis,negocio,empresa --documents 200,1000,4000 --ceiling",
         "--plans gratis,negocio,empresa --documents 40,200,600",
     ),
+    "mseller_pipeline": (
+        "bench.mseller_pipeline",
+        "--plans gratis,negocio,empresa --documents 200,400,400",
+        "--plans gratis --documents 50",
+    ),
 }
 
 

@@ -171,6 +171,9 @@ def status(ref: str, as_json: bool) -> None:
     _say(f"  request: {data['provider_request_id'] or '-'}  attempts: {data['attempts']}  polls: {data['polls']}")
     if doc["guid"]:
         _say(f"  document: {doc['guid']} year {doc['year']} batch {doc['batch'] or '-'} serial {doc['serial']}")
+    elif doc["fiscal_id"]:
+        code = f" security code {doc['security_code']}" if doc.get("security_code") else ""
+        _say(f"  document: {doc['fiscal_id']}{code}")
     if data["links"]["expires_at"]:
         _say(f"  links expire at {data['links']['expires_at']}")
     if data["error"]:

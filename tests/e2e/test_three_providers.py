@@ -96,6 +96,8 @@ def test_three_providers_in_one_run_each_document_sent_once(pg_stack: Stack, tmp
     document = status["document"]
     assert document["fiscal_id"] == encf(4)
     assert document["security_code"] and document["qr_url"].startswith("https://")
+    text = pg_stack.cli("status", "DO-004").stdout
+    assert f"document: {encf(4)} security code {document['security_code']}" in text
 
     # Every process counted in the one monthly figure, and `einvoice metrics` exports it.
     engine = make_engine(pg_stack.env["DATABASE_URL"])
