@@ -253,7 +253,7 @@ def _failure(
     if spec.expire_to and deadline is not None and ctx.now + timedelta(seconds=delay) > deadline:
         text = f"no final answer before the deadline; last error: {info.message}"
         return replace(base, steps=(Step(spec.expire_to, text, error=info),)), None, seen
-    when, countdown = _schedule(ctx, spec, delay)
+    when, countdown = _schedule(ctx, spec, delay, job.provider)
     note = Note("error", f"{info.message}; next attempt at {when.isoformat() if when else 'none'}", info)
     log.warning("job=%s %s error on attempt %d; retry in %.1fs", job.id, info.error_class, attempt, delay)
     message = Message(spec, job.id, countdown) if countdown is not None else None

@@ -409,3 +409,18 @@ def test_resuming_a_quota_pause_brings_the_parked_jobs_back_now(flow: Flow) -> N
     assert flow.sweep() == 2, "both jobs go out at the next sweep, not next month"
     flow.deliver()
     assert {flow.job(first.id).state, flow.job(second.id).state} == {"retrieved"}
+
+
+def test_a_failed_poll_of_such_a_provider_also_waits_for_the_sweep(flow: Flow) -> None:
+    flow.provider.polls_through_sweep = True
+    job = flow.enqueue("Q-ERR")
+    flow.deliver()
+    flow.clock.now = flow.job(job.id).next_attempt_at or flow.clock.now
+    flow.provider.verifies.append(TransientError("gateway timeout"))
+    assert flow.sweep() == 1
+    flow.deliver()
+    assert flow.job(job.id).state == "submitted" and flow.outbox == [], "the retry waits in the database"
+    flow.clock.advance(120)
+    assert flow.sweep() == 1
+    flow.deliver()
+    assert flow.job(job.id).state == "retrieved"
