@@ -1,5 +1,11 @@
-# One image for every service of ours: workers, beat, flower, metrics, migrations and the sandbox.
-FROM python:3.12-slim
+# One image for every service of ours: workers, beat, flower, metrics, the API, migrations and the
+# sandbox.
+#
+# The base image is pinned by its exact tag (Python patch release and Debian release). Pin its
+# digest as well where a registry can be asked for it (`docker buildx imagetools inspect
+# python:3.11.11-slim-bookworm`, then `FROM python:3.11.11-slim-bookworm@sha256:…`): the tag was
+# chosen where no image registry could be reached, so no digest was read and checked.
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,11 +15,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so that a code change does not reinstall them.
+# Dependencies first, so that a code change does not reinstall them: exactly the locked versions,
+# each file checked against its hash.
+COPY requirements/lock.txt requirements/lock.txt
+RUN pip install --require-hashes -r requirements/lock.txt
+
 COPY pyproject.toml README.md ./
-RUN mkdir -p worker tasks models providers sandbox migrations \
-    && pip install . \
-    && pip uninstall -y einvoice-worker
 
 COPY alembic.ini ./
 COPY migrations migrations
@@ -22,6 +29,7 @@ COPY providers providers
 COPY tasks tasks
 COPY sandbox sandbox
 COPY worker worker
+# The project alone: its dependencies are the locked ones above.
 RUN pip install --no-deps .
 
 # Not root; the data folder (archive, beat schedule, metrics files) is a volume owned by this user.

@@ -17,10 +17,8 @@ from datetime import datetime
 import psutil
 
 from bench.stack import Stack, log, wait_for
-from models import Job, Store, make_engine
+from models import FINAL, Job, Store, make_engine
 from worker.samples import native_xml
-
-FINAL = {"retrieved", "failed", "invalid", "expired"}
 
 
 def producer_store(st: Stack) -> Store:

@@ -42,7 +42,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(path))
         engine = sa.create_engine(url, connect_args={"timeout": 60}, **kwargs)
 
         @sa.event.listens_for(engine, "connect")
@@ -78,6 +78,24 @@ def _ping_in_transaction(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
             cursor.close()
     except Exception as exc:
         raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file 0600 (and its folder 0700) before SQLite does it with the umask's mode.
+
+    The file holds every payload and every provider answer; SQLite gives its -wal and -shm files
+    the database file's mode. The embedded home folder is ours, so it is made 0700 even when
+    another part of the service created it first.
+    """
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
+    elif folder.resolve() == home_dir():
+        os.chmod(folder, 0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
 
 
 def is_sqlite(engine: Engine) -> bool:

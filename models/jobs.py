@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from models.database import Database, TransitionInfo
 from models.schema import Artifact, Event, Job, Payload
 from models.states import JobState, machine
+from models.webhooks import announce_state
 
 JOB_PREFIX = "job:"
 INTERNAL_PREFIX = "internal:"
@@ -29,6 +33,19 @@ class JobNotFound(LookupError):
 
 class AmbiguousJob(LookupError):
     pass
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """Work created with its parent and in the same transaction, so neither exists without the other
+    (an invoice's addenda). It has no schedule: the parent's step that enters the state the child
+    waits for makes it due (`Change.wake_children`)."""
+
+    kind: str
+    state: str
+    provider: str
+    payload: bytes
+    doc_extra: dict[str, str] | None = None
 
 
 class Jobs:
@@ -51,53 +68,54 @@ class Jobs:
         kind: str = "invoice",
         state: str | None = None,
         parent_id: str | None = None,
+        child: ChildJob | None = None,
     ) -> tuple[Job, bool]:
         """Insert a job with its payload and first event, or return the existing one for the same key.
 
         A valid job starts in its kind's first state (`queued` for an invoice) with
         `next_attempt_at` set `dispatch_grace` ahead: the producer publishes its message right after
         commit, and if that publish is lost the sweep picks the job up once the grace has passed.
+        `child` is created with it (not with an invalid job, which never gets anywhere).
         """
         now = self.db.clock()
         first = JobState.INVALID.value if invalid_reason else (state or JobState.QUEUED.value)
         machine(kind).check(None, first)
-        job = Job(
-            id=str(uuid.uuid4()),
-            kind=kind,
-            parent_id=parent_id,
-            provider=provider,
-            entity=entity,
-            internal_id=internal_id,
-            state=first,
-            size_bytes=len(payload) if payload is not None else 0,
-            adopted=False,
-            attempts=0,
-            polls=0,
-            next_attempt_at=None if invalid_reason else now + dispatch_grace,
-            deadline_at=now + deadline,
-            created_at=now,
-            updated_at=now,
-            state_changed_at=now,
-        )
-        if invalid_reason:
-            job.error_class = "invalid"
-            job.error_message = invalid_reason
+        values = {
+            "id": str(uuid.uuid4()),
+            "kind": kind,
+            "parent_id": parent_id,
+            "provider": provider,
+            "entity": entity,
+            "internal_id": internal_id,
+            "state": first,
+            "size_bytes": len(payload) if payload is not None else 0,
+            "adopted": False,
+            "attempts": 0,
+            "polls": 0,
+            "next_attempt_at": None if invalid_reason else now + dispatch_grace,
+            "deadline_at": now + deadline,
+            "created_at": now,
+            "updated_at": now,
+            "state_changed_at": now,
+            "error_class": "invalid" if invalid_reason else None,
+            "error_message": invalid_reason,
+        }
         try:
-            with self.db.session() as session:
-                session.add(job)
-                session.flush()
+            with self.db.connection() as conn:
+                conn.execute(sa.insert(Job).values(**values))
                 if payload is not None and not invalid_reason:
-                    session.add(
-                        Payload(
-                            job_id=job.id,
+                    conn.execute(
+                        sa.insert(Payload).values(
+                            job_id=values["id"],
                             content=payload,
                             sha256=hashlib.sha256(payload).hexdigest(),
                             size_bytes=len(payload),
                         )
                     )
-                session.execute(
+                announce_state(conn, job_id=str(values["id"]), entity=entity, to_state=first, kind=kind)
+                conn.execute(
                     sa.insert(Event).values(
-                        job_id=job.id,
+                        job_id=values["id"],
                         at=now,
                         kind="transition",
                         from_state=None,
@@ -107,13 +125,17 @@ class Jobs:
                         message=invalid_reason or "accepted",
                     )
                 )
-            self.db.notify([TransitionInfo(job.id, kind, provider, None, first, now, 0)])
-            return job, True
+                job = Job(**values)
+                notices = [TransitionInfo(job.id, kind, provider, None, first, now, 0)]
+                if child is not None and not invalid_reason:
+                    notices.append(_add_child(conn, job, child, actor, now))
         except IntegrityError:
             existing = self.find(provider=provider, entity=entity, internal_id=internal_id)
             if existing is None:
                 raise
             return existing, False
+        self.db.notify(notices)
+        return job, True
 
     def find(self, *, provider: str, entity: str, internal_id: str) -> Job | None:
         with self.db.session() as session:
@@ -146,7 +168,12 @@ class Jobs:
             if by_id is not None and (job := session.get(Job, by_id)) is not None:
                 matches.append(job)
             if by_internal is not None:
-                query = sa.select(Job).where(Job.internal_id == by_internal).order_by(Job.created_at, Job.id)
+                # An invoice's addenda shares its internal id: the internal id names the invoice.
+                query = (
+                    sa.select(Job)
+                    .where(Job.internal_id == by_internal, Job.parent_id.is_(None))
+                    .order_by(Job.created_at, Job.id)
+                )
                 matches += [other for other in session.scalars(query.limit(5)) if other not in matches]
             # `job:` was written, but maybe as part of an internal id: say so instead of only "no job".
             prefixed_internal = (
@@ -188,13 +215,15 @@ class Jobs:
         dispatch_grace: timedelta,
         invalid_reason: str | None = None,
         job_kind: str = "invoice",
+        child: ChildJob | None = None,
     ) -> Job | None:
         """Give an invalid job the ERP's next document for the same key; None if the job is no longer invalid.
 
         A valid document puts the job back in the queue (`invalid -> queued`, a fresh deadline, the
         payload stored) in one transaction, like a new job. One that is still invalid only replaces
         the reason, recorded as an error event: the job stays invalid and keeps no document. The
-        compare-and-set on `invalid` lets only one of two racing replacements win.
+        compare-and-set on `invalid` lets only one of two racing replacements win. `child` is
+        created with a valid replacement, as with a new job (an invalid job never has one).
         """
         now = self.db.clock()
         digest = hashlib.sha256(payload).hexdigest()
@@ -223,6 +252,7 @@ class Jobs:
                 "to_state": JobState.QUEUED.value,
                 "message": f"corrected document (sha256 {digest}) replaces the invalid one",
             }
+        notices: list[TransitionInfo] = []
         with self.db.session() as session:
             job = session.scalars(
                 sa.update(Job)
@@ -234,9 +264,12 @@ class Jobs:
             if job is None:
                 return None
             if invalid_reason is None:
+                announce_state(session, job_id=job_id, entity=job.entity, to_state=JobState.QUEUED, kind=job_kind)
                 session.execute(
                     sa.insert(Payload).values(job_id=job_id, content=payload, sha256=digest, size_bytes=len(payload))
                 )
+                if child is not None:
+                    notices.append(_add_child(session, job, child, actor, now))
             session.execute(
                 sa.insert(Event).values(job_id=job_id, at=now, from_state=JobState.INVALID.value, actor=actor, **event)
             )
@@ -251,7 +284,8 @@ class Jobs:
                         JobState.QUEUED.value,
                         job.created_at,
                         job.polls,
-                    )
+                    ),
+                    *notices,
                 ]
             )
         return job
@@ -275,6 +309,14 @@ class Jobs:
         with self.db.session() as session:
             return list(session.scalars(sa.select(Job).where(Job.parent_id == job_id).order_by(Job.created_at)))
 
+    def addendas(self, parent_ids: list[str]) -> dict[str, Job]:
+        """The addenda job of each of these invoices that has one, by invoice id."""
+        if not parent_ids:
+            return {}
+        with self.db.session() as session:
+            rows = session.scalars(sa.select(Job).where(Job.parent_id.in_(parent_ids), Job.kind == "addenda"))
+            return {row.parent_id: row for row in rows if row.parent_id is not None}
+
     def list_jobs(
         self,
         *,
@@ -294,3 +336,51 @@ class Jobs:
             query = query.limit(limit)
         with self.db.session() as session:
             return list(session.scalars(query))
+
+
+def _add_child(conn: Connection | Session, parent: Job, child: ChildJob, actor: str, now: datetime) -> TransitionInfo:
+    """The child's row, payload and first event, in the parent's transaction. It waits with no
+    schedule: the parent's workflow wakes it (`Workflow.wakes_children_in`)."""
+    machine(child.kind).check(None, child.state)
+    child_id = str(uuid.uuid4())
+    conn.execute(
+        sa.insert(Job).values(
+            id=child_id,
+            kind=child.kind,
+            parent_id=parent.id,
+            provider=child.provider,
+            entity=parent.entity,
+            internal_id=parent.internal_id,
+            state=child.state,
+            size_bytes=len(child.payload),
+            adopted=False,
+            attempts=0,
+            polls=0,
+            next_attempt_at=None,
+            deadline_at=parent.deadline_at,
+            doc_extra=child.doc_extra,
+            created_at=now,
+            updated_at=now,
+            state_changed_at=now,
+        )
+    )
+    conn.execute(
+        sa.insert(Payload).values(
+            job_id=child_id,
+            content=child.payload,
+            sha256=hashlib.sha256(child.payload).hexdigest(),
+            size_bytes=len(child.payload),
+        )
+    )
+    conn.execute(
+        sa.insert(Event).values(
+            job_id=child_id,
+            at=now,
+            kind="transition",
+            from_state=None,
+            to_state=child.state,
+            actor=actor,
+            message="accepted",
+        )
+    )
+    return TransitionInfo(child_id, child.kind, child.provider, None, child.state, now, 0)

@@ -9,6 +9,14 @@ the same row (`closed`), so the count is the same whichever process made the cal
 
 Steps read the breaker through a cache of about a second, so checking it costs no transaction per
 job; every change is written in the transaction of the step that observed it.
+
+Login guard, for providers that lock an account after a few refused logins (Prodigia: 3). The cache
+would let every busy worker make a call with wrong credentials before the first refusal pauses the
+provider, and each call is a login. So for such a provider, until one call has been answered since
+the breaker row was created (first use, or `einvoice resume`, which deletes it), only the step that
+wins `claim_login` may call: a compare-and-set on the row, uncached, that lends it `until` as a
+lease. The answer confirms the credentials (`reason` becomes LOGINS_CONFIRMED) and from then on
+calls go out in parallel; a refusal pauses the provider; any other failure hands the lease back.
 """
 
 from __future__ import annotations
@@ -17,19 +25,23 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from models.database import Database, rowcount
 from models.schema import Job, ProviderPause
+from models.webhooks import announce_pause
 
 AUTH_PAUSE = "auth"
 OUTAGE_PAUSE = "outage"
 QUOTA_PAUSE = "quota"
 CLOSED = "closed"
+
+LOGINS_CONFIRMED = "logins confirmed"
+"""`reason` of a closed breaker whose provider has answered a login since the row was created."""
 
 CACHE_SECONDS = 1.0
 """How stale a step's view of the breakers may be. A pause takes effect everywhere within this."""
@@ -50,6 +62,10 @@ class PauseInfo:
     @property
     def paused(self) -> bool:
         return self.kind != CLOSED
+
+    @property
+    def logins_confirmed(self) -> bool:
+        return self.kind == CLOSED and self.reason == LOGINS_CONFIRMED
 
     def blocks(self, now: datetime, *, probe: bool = False) -> bool:
         """Whether a call to the provider must not be made now.
@@ -83,6 +99,9 @@ class Health:
     outcome: Literal["answered", "failed", "auth", "quota"]
     reason: str = ""
     until: datetime | None = None
+    guarded: bool = False
+    """The call was made under the login guard: an answer confirms the credentials, a failure
+    hands back the guard's lease."""
 
 
 class Pauses:
@@ -102,8 +121,8 @@ class Pauses:
             cached = self._cache
         if not fresh and cached is not None and now - cached[0] < CACHE_SECONDS:
             return cached[1]
-        with self.db.session() as session:
-            rows = {row.provider: _info(row) for row in session.scalars(sa.select(ProviderPause))}
+        with self.db.connection() as conn:
+            rows = {row.provider: _info(row) for row in conn.execute(sa.select(*ProviderPause.__table__.columns))}
         with self._cache_lock:
             self._cache = (now, rows)
         return rows
@@ -123,24 +142,24 @@ class Pauses:
 
     def pause_for_auth(self, provider: str, reason: str) -> bool:
         """Stop every call to `provider` until an operator resumes it; True if it was not so paused yet."""
-        with self.db.session() as session:
-            changed = self.apply(session, Health(provider, "auth", reason), _NO_POLICY)
+        with self.db.connection() as conn:
+            changed = self.apply(conn, Health(provider, "auth", reason), _NO_POLICY)
         self.forget_cache()
         return changed
 
     def pause_for_outage(self, provider: str, reason: str, until: datetime) -> bool:
         """Enter contingency for `provider` unless it is paused already; True if this call paused it."""
         now = self.db.clock()
-        with self.db.session() as session:
-            _ensure_row(session, provider, now)
-            result = session.execute(
+        with self.db.connection() as conn:
+            _ensure_row(conn, provider, now)
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == provider, ProviderPause.kind == CLOSED)
                 .values(kind=OUTAGE_PAUSE, reason=reason, since=now, until=until, probes=0, updated_at=now)
-                .execution_options(synchronize_session=False)
             )
-        self.forget_cache()
-        return rowcount(result) == 1
+            return self._paused(
+                conn, Health(provider, "failed", reason), OUTAGE_PAUSE, rowcount(result) == 1, now, until
+            )
 
     def claim_probe(self, provider: str, policy: BreakerPolicy) -> bool:
         """Take the right to send the one probe to a provider in outage whose wait is over.
@@ -149,24 +168,57 @@ class Pauses:
         see the provider blocked again while the probe is out.
         """
         now = self.db.clock()
-        with self.db.session() as session:
-            probes = session.scalar(
+        with self.db.connection() as conn:
+            probes = conn.scalar(
                 sa.select(ProviderPause.probes).where(
                     ProviderPause.provider == provider, ProviderPause.kind == OUTAGE_PAUSE, ProviderPause.until <= now
                 )
             )
             if probes is None:
                 return False
-            result = session.execute(
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(
                     ProviderPause.provider == provider, ProviderPause.kind == OUTAGE_PAUSE, ProviderPause.until <= now
                 )
                 .values(until=now + _probe_wait(policy, probes), updated_at=now)
-                .execution_options(synchronize_session=False)
             )
         self.forget_cache()
         return rowcount(result) == 1
+
+    def claim_login(self, provider: str, lease: timedelta) -> Literal["confirmed", "won", "held"]:
+        """May a step call a login-guarded provider now? Uncached, because the cache is the hole.
+
+        "confirmed": its credentials were answered since the last resume, call freely; "won": this
+        step makes the one call allowed while they are unconfirmed (for at most `lease`); "held":
+        another step's call is out, or the provider is paused, so wait.
+        """
+        now = self.db.clock()
+        with self.db.connection() as conn:
+            _ensure_row(conn, provider, now)
+            result = conn.execute(
+                sa.update(ProviderPause)
+                .where(
+                    ProviderPause.provider == provider,
+                    ProviderPause.kind == CLOSED,
+                    ProviderPause.reason != LOGINS_CONFIRMED,
+                    sa.or_(ProviderPause.until.is_(None), ProviderPause.until <= now),
+                )
+                .values(until=now + lease, updated_at=now)
+            )
+            won = rowcount(result) == 1
+            row = (
+                None
+                if won
+                else conn.execute(
+                    sa.select(*ProviderPause.__table__.columns).where(ProviderPause.provider == provider)
+                ).first()
+            )
+            confirmed = row is not None and _info(row).logins_confirmed
+        self.forget_cache()
+        if won:
+            return "won"
+        return "confirmed" if confirmed else "held"
 
     def resume_provider(self, provider: str) -> PauseInfo | None:
         """An operator lifts whatever pause `provider` has; returns the pause that was lifted.
@@ -187,12 +239,15 @@ class Pauses:
                     .values(next_attempt_at=self.db.clock())
                     .execution_options(synchronize_session=False)
                 )
+            announce_pause(
+                session, "provider.resumed", provider, info.kind, "resumed by an operator", self.db.clock(), None
+            )
         self.forget_cache()
         return info
 
     # ------------------------------------------------- inside a step's transaction
 
-    def apply(self, session: Session, health: Health, policy: BreakerPolicy) -> bool:
+    def apply(self, conn: Connection, health: Health, policy: BreakerPolicy) -> bool:
         """Write what a step learnt about its provider, in the step's own transaction.
 
         Returns True when the breaker changed kind (paused, or closed again), which is worth a log
@@ -202,39 +257,44 @@ class Pauses:
         now = self.db.clock()
         known = self.breakers().get(health.provider)
         if health.outcome == "answered":
-            if known is None or (known.kind == CLOSED and known.failures == 0) or known.kind == AUTH_PAUSE:
+            confirm = health.guarded and (known is None or not known.logins_confirmed)
+            if not confirm and (
+                known is None or (known.kind == CLOSED and known.failures == 0) or known.kind == AUTH_PAUSE
+            ):
                 return False
-            result = session.execute(
+            values: dict[str, object] = {"kind": CLOSED, "failures": 0, "probes": 0, "until": None, "updated_at": now}
+            if health.guarded:
+                _ensure_row(conn, health.provider, now)
+                values["reason"] = LOGINS_CONFIRMED
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
-                .values(kind=CLOSED, failures=0, probes=0, until=None, updated_at=now)
-                .execution_options(synchronize_session=False)
+                .values(**values)
             )
             self.forget_cache()
-            return known.kind == OUTAGE_PAUSE and rowcount(result) == 1
+            reopened = known is not None and known.kind == OUTAGE_PAUSE and rowcount(result) == 1
+            if reopened:
+                announce_pause(conn, "provider.resumed", health.provider, OUTAGE_PAUSE, "provider answered", now, None)
+            return reopened
         if health.outcome == "quota":
-            _ensure_row(session, health.provider, now)
-            result = session.execute(
+            _ensure_row(conn, health.provider, now)
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
                 .values(kind=QUOTA_PAUSE, reason=health.reason[:300], since=now, until=health.until, updated_at=now)
-                .execution_options(synchronize_session=False)
             )
-            self.forget_cache()
-            return rowcount(result) == 1
+            return self._paused(conn, health, QUOTA_PAUSE, rowcount(result) == 1, now, health.until)
         if health.outcome == "auth":
-            _ensure_row(session, health.provider, now)
-            result = session.execute(
+            _ensure_row(conn, health.provider, now)
+            result = conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind != AUTH_PAUSE)
                 .values(kind=AUTH_PAUSE, reason=health.reason[:300], since=now, until=None, probes=0, updated_at=now)
-                .execution_options(synchronize_session=False)
             )
-            self.forget_cache()
-            return rowcount(result) == 1
+            return self._paused(conn, health, AUTH_PAUSE, rowcount(result) == 1, now, None)
         if known is not None and known.kind == OUTAGE_PAUSE:
             # Only a probe gets through an outage: it failed, so wait longer before the next one.
-            session.execute(
+            conn.execute(
                 sa.update(ProviderPause)
                 .where(ProviderPause.provider == health.provider, ProviderPause.kind == OUTAGE_PAUSE)
                 .values(
@@ -242,14 +302,24 @@ class Pauses:
                     until=now + _probe_wait(policy, known.probes + 1),
                     updated_at=now,
                 )
-                .execution_options(synchronize_session=False)
             )
             self.forget_cache()
             return False
-        failures = _count_failure(session, health.provider, now)
+        if health.guarded:
+            # The guarded call failed without a verdict on the credentials: the next may go.
+            conn.execute(
+                sa.update(ProviderPause)
+                .where(
+                    ProviderPause.provider == health.provider,
+                    ProviderPause.kind == CLOSED,
+                    ProviderPause.reason != LOGINS_CONFIRMED,
+                )
+                .values(until=None, updated_at=now)
+            )
+        failures = _count_failure(conn, health.provider, now)
         if failures < policy.open_after_failures:
             return False
-        result = session.execute(
+        result = conn.execute(
             sa.update(ProviderPause)
             .where(ProviderPause.provider == health.provider, ProviderPause.kind == CLOSED)
             .values(
@@ -260,38 +330,44 @@ class Pauses:
                 probes=0,
                 updated_at=now,
             )
-            .execution_options(synchronize_session=False)
         )
+        return self._paused(conn, health, OUTAGE_PAUSE, rowcount(result) == 1, now, now + policy.probe_base)
+
+    def _paused(
+        self, conn: Connection, health: Health, kind: str, changed: bool, now: datetime, until: datetime | None
+    ) -> bool:
         self.forget_cache()
-        return rowcount(result) == 1
+        if changed:
+            announce_pause(conn, "provider.paused", health.provider, kind, health.reason[:300], now, until)
+        return changed
 
 
 _NO_POLICY = BreakerPolicy(open_after_failures=1 << 30, probe_base=timedelta(0), probe_cap=timedelta(0))
 
 
-def _upsert(session: Session) -> type[postgresql.Insert] | type[sqlite.Insert]:
-    return sqlite.Insert if session.get_bind().dialect.name == "sqlite" else postgresql.Insert
+def _upsert(conn: Connection) -> type[postgresql.Insert] | type[sqlite.Insert]:
+    return sqlite.Insert if conn.dialect.name == "sqlite" else postgresql.Insert
 
 
-def _ensure_row(session: Session, provider: str, now: datetime) -> None:
-    insert = _upsert(session)(ProviderPause).values(
+def _ensure_row(conn: Connection, provider: str, now: datetime) -> None:
+    insert = _upsert(conn)(ProviderPause).values(
         provider=provider, kind=CLOSED, reason="", since=now, until=None, probes=0, failures=0, updated_at=now
     )
-    session.execute(insert.on_conflict_do_nothing(index_elements=["provider"]))
+    conn.execute(insert.on_conflict_do_nothing(index_elements=["provider"]))
 
 
-def _count_failure(session: Session, provider: str, now: datetime) -> int:
-    insert = _upsert(session)(ProviderPause).values(
+def _count_failure(conn: Connection, provider: str, now: datetime) -> int:
+    insert = _upsert(conn)(ProviderPause).values(
         provider=provider, kind=CLOSED, reason="", since=now, until=None, probes=0, failures=1, updated_at=now
     )
     statement = insert.on_conflict_do_update(
         index_elements=["provider"],
         set_={"failures": ProviderPause.failures + 1, "updated_at": now},
     ).returning(ProviderPause.failures)
-    return int(session.execute(statement).scalar_one())
+    return int(conn.execute(statement).scalar_one())
 
 
-def _info(row: ProviderPause) -> PauseInfo:
+def _info(row: ProviderPause | sa.Row[Any]) -> PauseInfo:
     return PauseInfo(row.provider, row.kind, row.reason, row.since, row.until, row.probes, row.failures)
 
 

@@ -62,10 +62,9 @@ class Schedule:
             .where(Job.id.in_(due.scalar_subquery()))
             .values(next_attempt_at=now + redispatch_after)
             .returning(Job.id, Job.kind, Job.state, Job.provider)
-            .execution_options(synchronize_session=False)
         )
-        with self.db.session() as session:
-            rows = session.execute(statement).all()
+        with self.db.connection() as conn:
+            rows = conn.execute(statement).all()
         return [Due(row.id, row.kind, row.state, row.provider) for row in rows]
 
     def purge_payloads(self, *, final_states: frozenset[str], older_than: timedelta, limit: int) -> int:

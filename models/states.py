@@ -83,7 +83,32 @@ INVOICE = Machine(
     final=frozenset({R, INV, F, X}),
 )
 
-MACHINES: dict[str, Machine] = {INVOICE.kind: INVOICE}
+
+class AddendaState(enum.StrEnum):
+    """The states of an invoice's addenda: it waits for the stamped XML, then is attached or fails.
+
+    The addenda is a job of its own so that its failure never touches the invoice's fiscal state.
+    """
+
+    WAITING = "waiting"
+    ATTACHED = "attached"
+    FAILED = "failed"
+
+
+ADDENDA = Machine(
+    kind="addenda",
+    transitions=frozenset(
+        {
+            (None, AddendaState.WAITING),
+            (AddendaState.WAITING, AddendaState.ATTACHED),
+            (AddendaState.WAITING, AddendaState.FAILED),
+        }
+    ),
+    active=frozenset({AddendaState.WAITING}),
+    final=frozenset({AddendaState.ATTACHED, AddendaState.FAILED}),
+)
+
+MACHINES: dict[str, Machine] = {INVOICE.kind: INVOICE, ADDENDA.kind: ADDENDA}
 
 # The invoice's tables under their historical names.
 TRANSITIONS = INVOICE.transitions

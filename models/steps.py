@@ -27,6 +27,7 @@ from models.database import Database, TransitionInfo
 from models.pauses import BreakerPolicy, Health, Pauses
 from models.schema import Artifact, Event, Job, Payload
 from models.states import active_states, machine
+from models.webhooks import announce_state
 
 POLL_EVENT = "poll"
 """Event kind of a verify that found the document still being processed."""
@@ -131,15 +132,16 @@ class Steps:
         values: dict[str, Any] = {"updated_at": now}
         if count_attempt:
             values["attempts"] = Job.attempts + 1
-        with self.db.session() as session:
+        with self.db.connection() as conn:
             if callable(lease):
-                largest = session.scalar(sa.select(sa.func.max(Job.size_bytes)).where(Job.id.in_(job_ids)))
+                largest = conn.scalar(sa.select(sa.func.max(Job.size_bytes)).where(Job.id.in_(job_ids)))
                 if largest is None:
                     return []
                 lease = lease(int(largest))
             values.update(lease_until=now + lease, next_attempt_at=now + lease)
-            jobs = list(
-                session.scalars(
+            jobs = [
+                Job(**row._mapping)
+                for row in conn.execute(
                     sa.update(Job)
                     .where(
                         Job.id.in_(job_ids),
@@ -147,13 +149,12 @@ class Steps:
                         sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
                     )
                     .values(**values)
-                    .returning(Job)
-                    .execution_options(synchronize_session=False)
+                    .returning(*Job.__table__.columns)
                 )
-            )
+            ]
             payloads: dict[str, bytes] = {}
             if with_payload and jobs:
-                rows = session.execute(
+                rows = conn.execute(
                     sa.select(Payload.job_id, Payload.content).where(Payload.job_id.in_([j.id for j in jobs]))
                 )
                 payloads = {job_id: bytes(content) for job_id, content in rows}
@@ -184,14 +185,13 @@ class Steps:
         applied: list[bool] = []
         notices: list[TransitionInfo] = []
         events: list[dict[str, Any]] = []
-        with self.db.session() as session:
+        with self.db.connection() as conn:
             for change in changes:
-                row = session.execute(
+                row = conn.execute(
                     sa.update(Job)
                     .where(Job.id == change.job_id, Job.state == change.from_state, Job.kind == change.kind)
                     .values(**_values(change, now))
-                    .returning(Job.provider, Job.created_at, Job.polls)
-                    .execution_options(synchronize_session=False)
+                    .returning(Job.provider, Job.entity, Job.created_at, Job.polls)
                 ).first()
                 applied.append(row is not None)
                 if row is None:
@@ -199,7 +199,7 @@ class Steps:
                 events.extend(_events(change, actor, now))
                 if change.wake_children:
                     # Work that waited for this job (an invoice's addenda) becomes due with it.
-                    session.execute(
+                    conn.execute(
                         sa.update(Job)
                         .where(
                             Job.parent_id == change.job_id,
@@ -207,10 +207,13 @@ class Steps:
                             Job.state.in_(sorted(active_states())),
                         )
                         .values(next_attempt_at=now, updated_at=now)
-                        .execution_options(synchronize_session=False)
                     )
                 previous = change.from_state
                 for step in change.steps:
+                    # The outbox row commits with the transition it announces, or not at all.
+                    announce_state(
+                        conn, job_id=change.job_id, entity=row.entity, to_state=step.to_state, kind=change.kind
+                    )
                     notices.append(
                         TransitionInfo(
                             change.job_id, change.kind, row.provider, previous, step.to_state, row.created_at, row.polls
@@ -218,10 +221,10 @@ class Steps:
                     )
                     previous = step.to_state
                 for artifact in change.artifacts:
-                    session.execute(
+                    conn.execute(
                         sa.delete(Artifact).where(Artifact.job_id == change.job_id, Artifact.kind == artifact.kind)
                     )
-                    session.execute(
+                    conn.execute(
                         sa.insert(Artifact).values(
                             job_id=change.job_id,
                             kind=artifact.kind,
@@ -233,9 +236,9 @@ class Steps:
                         )
                     )
             if events:
-                session.execute(sa.insert(Event), events)
+                conn.execute(sa.insert(Event), events)
             for item in health:
-                self._pauses.apply(session, item, breaker or _DEFAULT_BREAKER)
+                self._pauses.apply(conn, item, breaker or _DEFAULT_BREAKER)
         self.db.notify(notices)
         return applied
 

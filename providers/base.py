@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,6 +104,31 @@ class PermanentError(ProviderError):
 
 class InvalidPayload(PermanentError):
     """The document was refused locally before anything was sent (size, well-formedness, root, key)."""
+
+
+MAX_INTERNAL_ID = 50
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories that print as nothing or as something else: controls, invisible format
+characters (bidi overrides that make two ids look alike), lone surrogates (no encoding stores
+them), line and paragraph separators."""
+
+
+def internal_id_problem(internal_id: object) -> str | None:
+    """What is wrong with an ERP's internal id, or None: it is every provider's idempotency key
+    (MYSuite Data2, our (provider, entity, internal id) key), so 1 to 50 printable characters.
+
+    Surrounding spaces are refused too: providers trim values they echo, so " A" and "A" would be
+    told apart by us and not by them, and the duplicate guard would stop protecting us.
+    """
+    if not isinstance(internal_id, str) or not internal_id.strip():
+        return "internal id is empty"
+    if len(internal_id) > MAX_INTERNAL_ID:
+        return f"internal id is {len(internal_id)} characters; the limit is {MAX_INTERNAL_ID}"
+    if any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in internal_id):
+        return "internal id contains control characters"
+    if internal_id != internal_id.strip():
+        return "internal id has leading or trailing spaces"
+    return None
 
 
 class VerifyStatus(enum.StrEnum):

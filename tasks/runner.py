@@ -45,6 +45,12 @@ class Blocked:
 
 
 @dataclass(frozen=True)
+class Held:
+    """Another step is confirming a login-guarded provider's credentials: wait, without an event
+    (no call was made), and look again shortly."""
+
+
+@dataclass(frozen=True)
 class Message:
     spec: StepSpec
     job_id: str
@@ -70,7 +76,7 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
         return {}
     wf = workflow(claimed[0].job.kind)
     ctx = StepContext(services, services.now())
-    decided: dict[str, Outcome | Blocked] = {}
+    decided: dict[str, Outcome | Blocked | Held] = {}
     callable_jobs: list[Claimed] = []
     for item in claimed:
         job = item.job
@@ -79,7 +85,7 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
             decided[job.id] = Moved((Step(spec.expire_to, error.message, error=error),), answered=False)
         else:
             callable_jobs.append(item)
-    allowed = _through_breaker(services, ctx.now, callable_jobs, decided)
+    allowed = _through_breaker(services, ctx.now, callable_jobs, decided, guarded=spec.guards_logins)
     if allowed:
         decided.update(_call(spec, ctx, allowed))
     changes: list[Change] = []
@@ -91,6 +97,7 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
         changes.append(change)
         messages.append(message)
         if seen is not None:
+            seen = replace(seen, guarded=spec.guards_logins)
             health[seen.provider] = _worse(health.get(seen.provider), seen)
     applied = _record(services, changes, actor, list(health.values()))
     for message, ok in zip(messages, applied, strict=True):
@@ -100,9 +107,18 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
 
 
 def _through_breaker(
-    services: Services, now: datetime, jobs: list[Claimed], decided: dict[str, Outcome | Blocked]
+    services: Services,
+    now: datetime,
+    jobs: list[Claimed],
+    decided: dict[str, Outcome | Blocked | Held],
+    *,
+    guarded: bool = False,
 ) -> list[Claimed]:
-    """Hold back the jobs of paused providers; through an outage whose wait is over, one probe."""
+    """Hold back the jobs of paused providers; through an outage whose wait is over, one probe.
+
+    `guarded`: the provider locks accounts, so while its credentials are unconfirmed one job of
+    one step at a time passes (`Pauses.claim_login`), whatever the cached breaker says.
+    """
     allowed: list[Claimed] = []
     by_provider: dict[str, list[Claimed]] = {}
     for item in jobs:
@@ -119,10 +135,19 @@ def _through_breaker(
             passing = group[:1] if won else []
             if won:
                 log.warning("provider=%s probing during contingency with job=%s", provider, group[0].job.id)
+        elif guarded and (info is None or not info.logins_confirmed):
+            lease = services.policy.lease_for(0)
+            verdict = services.store.pauses.claim_login(provider, lease)
+            if verdict != "confirmed":
+                passing = group[:1] if verdict == "won" else []
+                if verdict == "won":
+                    log.info("provider=%s credentials unconfirmed: job=%s calls alone", provider, group[0].job.id)
+                for item in group[len(passing) :]:
+                    decided[item.job.id] = Held()
         for item in group:
             if item in passing:
                 allowed.append(item)
-            else:
+            elif item.job.id not in decided:
                 assert info is not None
                 decided[item.job.id] = Blocked(info)
     return allowed
@@ -166,7 +191,7 @@ def _schedule(
 
 
 def _conclude(
-    ctx: StepContext, wf: Workflow, spec: StepSpec, item: Claimed, outcome: Outcome | Blocked
+    ctx: StepContext, wf: Workflow, spec: StepSpec, item: Claimed, outcome: Outcome | Blocked | Held
 ) -> tuple[Change, Message | None, Health | None]:
     """One job's outcome as the change to record, the message to send after, and what it says of
     the provider."""
@@ -198,6 +223,9 @@ def _conclude(
         info = ErrorInfo("paused", f"not sent: provider {job.provider} is paused ({pause.kind}): {pause.reason}")
         until = pause.until if pause.kind != AUTH_PAUSE and pause.until is not None else ctx.now
         return replace(base, note=Note("error", info.message, info), next_attempt_at=until), None, None
+    if isinstance(outcome, Held):
+        wait = timedelta(seconds=ctx.policy.retry_base_seconds)
+        return replace(base, attempt=None, next_attempt_at=ctx.now + wait), None, None
     return _failure(ctx, wf, spec, item, outcome, base)
 
 
@@ -304,7 +332,7 @@ def _record_refusal(services: Services, change: Change, actor: str, exc: Excepti
     services.store.steps.record([note], actor=actor)
 
 
-def _name(outcome: Outcome | Blocked) -> str:
+def _name(outcome: Outcome | Blocked | Held) -> str:
     if isinstance(outcome, Moved):
         return str(outcome.steps[-1].to_state)
     if isinstance(outcome, Stayed):
@@ -313,6 +341,8 @@ def _name(outcome: Outcome | Blocked) -> str:
         return outcome.error.error_class.value
     if isinstance(outcome, Crashed):
         return "unexpected"
+    if isinstance(outcome, Held):
+        return "held"
     return "paused"
 
 

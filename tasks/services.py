@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from models import Store
 from providers.base import Provider
@@ -26,6 +27,28 @@ refitting from the database each time would cost two queries per step for an est
 slowly."""
 
 
+class AddendaService(Protocol):
+    """What the addenda step needs from Prodigia: the stamped CFDI back with the addenda attached,
+    checked to leave the signed part untouched (`providers.prodigia.AddendaClient`)."""
+
+    def attach(self, addenda_type: str, datos: str | bytes, cfdi_xml: bytes) -> bytes: ...
+
+
+_addenda_lock = threading.Lock()
+_addenda_client: AddendaService | None = None
+
+
+def prodigia() -> AddendaService:
+    """This process's Prodigia client, built from `PRODIGIA_*` on first use (it keeps a pool)."""
+    global _addenda_client
+    with _addenda_lock:
+        if _addenda_client is None:
+            from providers.prodigia import from_env
+
+            _addenda_client = from_env()
+        return _addenda_client
+
+
 @dataclass
 class Services:
     store: Store
@@ -33,6 +56,7 @@ class Services:
     provider: Callable[[str], Provider]
     dispatch: Dispatch
     monotonic: Callable[[], float] = time.monotonic
+    addenda: Callable[[], AddendaService] = prodigia
     _models: dict[str, tuple[float, ProcessingModel | None]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -55,6 +55,9 @@ class StepSpec:
     - `resend_guard`: a transient failure may have reached the provider, so the next try waits
       at least `resend_after_seconds` for the provider's own idempotency check to see the first.
     - `outcomes`: what the step may conclude; anything else is a bug, recorded as one.
+    - `guards_logins`: the provider locks an account after a few refused logins, so until a call
+      has been answered since the last resume only one call at a time goes out
+      (`models.pauses`, login guard).
     """
 
     name: str
@@ -70,6 +73,7 @@ class StepSpec:
     fail_to: str | None = None
     expire_to: str | None = None
     resend_guard: bool = False
+    guards_logins: bool = False
 
 
 @dataclass(frozen=True)

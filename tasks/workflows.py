@@ -6,9 +6,10 @@ what each step may conclude; the runner treats anything else as a bug and record
 
 from __future__ import annotations
 
-from models import JobState
+from models import AddendaState, JobState
+from models.states import ADDENDA as ADDENDA_MACHINE
 from models.states import INVOICE as INVOICE_MACHINE
-from tasks import invoice
+from tasks import addenda, invoice
 from tasks.outcomes import Errored, Moved, Stayed
 from tasks.workflow import StepSpec, Workflow
 
@@ -68,9 +69,29 @@ INVOICE = Workflow(
             outcomes=(Stayed, Errored),
         ),
     ),
+    # An invoice's addenda waits, unscheduled, for the stamped XML; entering `retrieved` wakes it.
+    wakes_children_in=frozenset({JobState.RETRIEVED}),
 )
 
-WORKFLOWS: dict[str, Workflow] = {INVOICE.kind: INVOICE}
+ADDENDA = Workflow(
+    kind="addenda",
+    machine=ADDENDA_MACHINE,
+    steps=(
+        # waiting -> attached | failed; the invoice's own state never changes because of it
+        StepSpec(
+            name="einvoice.addenda",
+            state=AddendaState.WAITING,
+            queue=POLL_QUEUE,
+            run=addenda.attach,
+            outcomes=(Moved, Errored),
+            with_payload=True,
+            fail_to=AddendaState.FAILED,
+            guards_logins=True,
+        ),
+    ),
+)
+
+WORKFLOWS: dict[str, Workflow] = {INVOICE.kind: INVOICE, ADDENDA.kind: ADDENDA}
 
 
 def workflow(kind: str) -> Workflow:

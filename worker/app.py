@@ -53,7 +53,7 @@ def _transport_options(s: Settings) -> dict[str, Any]:
     return {"ack_emulation": False}
 
 
-app = Celery("einvoice", broker=settings.broker_url, include=["tasks.pipeline"])
+app = Celery("einvoice", broker=settings.broker_url, include=["tasks.pipeline", "tasks.webhooks"])
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],

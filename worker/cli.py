@@ -73,20 +73,45 @@ def main() -> None:
 @click.option("--provider", type=PROVIDERS, default="mysuite", show_default=True)
 @click.option("--pattern", default="*.xml", show_default=True, help="Files taken from a folder.")
 @click.option("--json", "as_json", is_flag=True)
-def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_json: bool) -> None:
+@click.option("--addenda", "addenda_type", metavar="TYPE", help="Retailer addenda to attach once stamped (Prodigia).")
+@click.option(
+    "--addenda-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The ERP's addenda data (text lines) for --addenda.",
+)
+def submit(
+    path: Path,
+    internal_id: str | None,
+    provider: str,
+    pattern: str,
+    as_json: bool,
+    addenda_type: str | None,
+    addenda_data: Path | None,
+) -> None:
     """Accept FILE (or every matching file of a folder) for fiscal issue.
 
     Every file is processed; the exit status then says how it went: 0 when every document was
     accepted or already known, 3 when any is invalid (its job says why; send the corrected document
     under the same internal id), 2 when any was refused and nothing was kept for it (unusable
-    internal id, too large, unreadable, or another document under an internal id already in use).
+    internal id, too large, unreadable, or another document under an internal id already in use),
+    or when the addenda asked for (--addenda, one file only) is refused: an unknown type or data.
     """
-    from worker.producer import ConflictingDocument, InvalidInput, enqueue, read_document
-    from worker.views import job_status
+    from worker.producer import ConflictingDocument, InvalidInput, addenda_request, enqueue, read_document
 
     files = sorted(path.glob(pattern)) if path.is_dir() else [path]
     if path.is_dir() and internal_id is not None:
         _fail("--internal-id applies to a single file; files of a folder use their names")
+    addenda: tuple[str, bytes] | None = None
+    if (addenda_type is None) != (addenda_data is None):
+        _fail("--addenda and --addenda-data go together")
+    if addenda_type is not None and addenda_data is not None:
+        if path.is_dir():
+            _fail("--addenda applies to a single file: each invoice has its own addenda data")
+        addenda = (addenda_type, addenda_data.read_bytes())
+        try:
+            addenda_request(*addenda)
+        except InvalidInput as exc:
+            _fail(str(exc))
     if not files:
         _fail(f"no files matching {pattern} in {path}")
     results: list[dict[str, Any]] = []
@@ -99,14 +124,16 @@ def submit(path: Path, internal_id: str | None, provider: str, pattern: str, as_
             for file in files:
                 key = file.stem if internal_id is None else internal_id
                 try:
-                    outcome = enqueue(store, read_document(file), key, provider=provider, policy=policy)
+                    outcome = enqueue(
+                        store, read_document(file), key, provider=provider, policy=policy, addenda=addenda
+                    )
                 except InvalidInput as exc:
                     refusal: dict[str, Any] = {"file": str(file), "internal_id": key, "refused": str(exc)}
                     if isinstance(exc, ConflictingDocument):
                         refusal["job_id"] = exc.job.id
                     results.append(refusal)
                 else:
-                    status = job_status(outcome.job)
+                    status = _status(store, outcome.job, with_artifact=False)
                     status["created"] = outcome.created
                     status["replaced"] = outcome.replaced
                     results.append(status)
@@ -147,6 +174,17 @@ def _job_command(func: F) -> F:
     return click.argument("ref", metavar="ID")(func)
 
 
+def _status(store: Store, job: Any, *, with_artifact: bool = True) -> dict[str, Any]:
+    """A job's status JSON, with its addenda if it has one."""
+    from worker.views import addenda_view, job_status
+
+    child = store.jobs.addendas([job.id]).get(job.id)
+    if child is None:
+        return job_status(job)
+    kept = [a for a in store.jobs.artifacts(child.id) if a.kind == "addenda"] if with_artifact else []
+    return job_status(job, addenda_view(child, kept[0] if kept else None))
+
+
 def _resolve(store: Store, ref: str) -> Any:
     try:
         return store.jobs.resolve(ref)
@@ -159,10 +197,8 @@ def _resolve(store: Store, ref: str) -> Any:
 @click.option("--json", "as_json", is_flag=True)
 def status(ref: str, as_json: bool) -> None:
     """Show a job (ID: job id or internal id, or job:<job id> / internal:<internal id>)."""
-    from worker.views import job_status
-
     with _store() as store:
-        data = job_status(_resolve(store, ref))
+        data = _status(store, _resolve(store, ref))
     if as_json:
         _emit(data)
         return
@@ -178,6 +214,9 @@ def status(ref: str, as_json: bool) -> None:
         _say(f"  links expire at {data['links']['expires_at']}")
     if data["error"]:
         _say(f"  error: {data['error']['message']}")
+    if data["addenda"]:
+        addenda = data["addenda"]
+        _say(f"  addenda {addenda['type']}: {addenda['state']} ({addenda['message']}); events: {addenda['id']}")
 
 
 @main.command()
@@ -205,10 +244,12 @@ def events(ref: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_jobs(state: str | None, provider: str | None, limit: int | None, as_json: bool) -> None:
     """List jobs, oldest first."""
-    from worker.views import job_status
+    from worker.views import addenda_view, job_status
 
     with _store() as store:
-        rows = [job_status(job) for job in store.jobs.list_jobs(state=state, provider=provider, limit=limit)]
+        jobs = store.jobs.list_jobs(state=state, provider=provider, limit=limit)
+        children = store.jobs.addendas([job.id for job in jobs])
+    rows = [job_status(job, addenda_view(children[job.id]) if job.id in children else None) for job in jobs]
     if as_json:
         _emit(rows)
         return
@@ -276,10 +317,12 @@ def resume(provider: str) -> None:
     """Let calls to PROVIDER start again (after fixing its credentials); its jobs go out at the next sweep."""
     import logging
 
+    from providers.prodigia.client import PROVIDER as PRODIGIA
     from worker.operator import operator_actor
 
-    if provider not in provider_names():
-        _fail(f"unknown provider {provider!r}; known: {', '.join(provider_names())}")
+    known = [*provider_names(), PRODIGIA]
+    if provider not in known:
+        _fail(f"unknown provider {provider!r}; known: {', '.join(known)}")
     with _store() as store:
         lifted = store.pauses.resume_provider(provider)
     if lifted is None:
@@ -303,14 +346,23 @@ def migrate() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=PORT)
-def sandbox(host: str, port: int) -> None:
+@click.option(
+    "--admin-token",
+    envvar="SANDBOX_ADMIN_TOKEN",
+    help="Required by the /_admin/ endpoints (X-Admin-Token or Bearer); mandatory beyond loopback.",
+)
+def sandbox(host: str, port: int, admin_token: str | None) -> None:
     """Serve every provider simulator on one port (MYSuite under /mysuite, Hacienda under /hacienda)."""
     import uvicorn
 
-    from sandbox.app import build_app
+    from sandbox.app import AdminTokenMissing, build_app, check_admin_exposure
 
+    try:
+        check_admin_exposure(host, admin_token)
+    except AdminTokenMissing as exc:
+        _fail(str(exc))
     click.echo(f"sandbox on http://{host}:{port}/mysuite/async/factwsfront.asmx?WSDL and /hacienda/")
-    uvicorn.run(build_app(), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(build_app(admin_token or None), host=host, port=port, log_level="warning", access_log=False)
 
 
 @main.command()
@@ -432,6 +484,250 @@ def addenda(kind: str, datafile: Path, cfdi_path: Path | None, output: Path | No
     os.replace(partial, output)
     what = "CFDI with the addenda" if cfdi is not None else "addenda"
     click.echo(f"{what} written to {output} ({len(result)} bytes)", err=True)
+
+
+# ------------------------------------------------------------------ HTTP API, keys and webhooks
+
+
+def _server_secret() -> Any:
+    from models.access import MissingSecret, ServerSecret
+
+    try:
+        return ServerSecret.load(embedded=_settings().embedded)
+    except MissingSecret as exc:
+        _fail(str(exc))
+
+
+def _cli_actor() -> str:
+    from worker.operator import operator_actor
+
+    return operator_actor()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Needs EINVOICE_API_SECRET."""
+    import uvicorn
+
+    from tasks.context import store_setup
+    from worker.api import create_app
+    from worker.app import app as celery_app
+
+    settings = _settings()
+    secret = _server_secret()
+    engine = make_engine(settings.database_url)
+    store = Store(engine)
+    for setup in store_setup:
+        setup(store)
+
+    def broker_check() -> None:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+
+    app = create_app(
+        store=store, secret=secret, policy=settings.policy, archive_dir=settings.archive_dir, broker_check=broker_check
+    )
+    click.echo(f"API on http://{host}:{port}/docs")
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+@main.group()
+def keys() -> None:
+    """API keys: each holds a role (submitter, operator, auditor) and optionally one entity."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(["submitter", "operator", "auditor"]))
+@click.option("--entity", default=None, help="Issuer RFC, cédula or RNC the key is limited to.")
+@click.option("--name", default=None, help="A name to recognise the key by.")
+@click.option("--json", "as_json", is_flag=True)
+def keys_create(role: str, entity: str | None, name: str | None, as_json: bool) -> None:
+    """Make a key and print it once: it is stored only as a keyed hash."""
+    from models.access import Role, create_key
+
+    secret = _server_secret()
+    with _store() as store, store.db.session() as session:
+        row, token = create_key(session, secret, role=Role(role), entity=entity, name=name, actor=_cli_actor())
+        info = {"id": row.id, "name": row.name, "role": row.role, "entity": row.entity, "key": token}
+    if as_json:
+        _emit(info)
+        return
+    click.echo(f"{info['id']} ({role}, entity {entity or 'all'}): {token}")
+    click.echo("This is the only time the key is shown; store it now.", err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(as_json: bool) -> None:
+    """Keys with their role, entity and state (never the keys themselves)."""
+    from models.access import list_keys
+
+    with _store() as store, store.db.session() as session:
+        rows = [
+            {
+                "id": k.id,
+                "name": k.name,
+                "role": k.role,
+                "entity": k.entity,
+                "created_at": k.created_at.isoformat(),
+                "created_by": k.created_by,
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in list_keys(session)
+        ]
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        status = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        click.echo(f"{r['id']}  {r['role']:<9} {r['entity'] or '*':<16} {status:<10} {r['name']}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key; its next request is refused."""
+    from models.access import revoke_key
+
+    with _store() as store, store.db.session() as session:
+        revoked = revoke_key(session, key_id, actor=_cli_actor())
+    if not revoked:
+        _fail(f"no active key {key_id}")
+    click.echo(f"{key_id} revoked")
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook subscriptions (Standard Webhooks signatures) and their deliveries."""
+
+
+@webhooks.command("add")
+@click.argument("url")
+@click.option("--events", required=True, help="Comma-separated, e.g. invoice.failed,invoice.invalid.")
+@click.option("--entity", default=None, help="Only this entity's invoices (default: all).")
+@click.option("--json", "as_json", is_flag=True)
+def webhooks_add(url: str, events: str, entity: str | None, as_json: bool) -> None:
+    """Subscribe URL to events and print its signing secret once."""
+    from urllib.parse import urlsplit
+
+    from models.webhooks import add_subscription
+
+    if urlsplit(url).scheme not in ("http", "https"):
+        _fail("the URL must be http or https")
+    secret = _server_secret()
+    wanted = [e.strip() for e in events.split(",") if e.strip()]
+    with _store() as store:
+        try:
+            with store.db.session() as session:
+                row, signing = add_subscription(
+                    session, secret, url=url, events=wanted, entity=entity, actor=_cli_actor()
+                )
+                info = {
+                    "id": row.id,
+                    "url": row.url,
+                    "events": ",".join(row.event_types),
+                    "entity": row.entity,
+                    "secret": signing,
+                }
+        except ValueError as exc:
+            _fail(str(exc))
+    if as_json:
+        _emit(info)
+        return
+    click.echo(f"{info['id']}: {signing}")
+    click.echo("This is the only time the signing secret is shown; give it to the receiver now.", err=True)
+
+
+@webhooks.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def webhooks_list(as_json: bool) -> None:
+    """Subscriptions (never their secrets)."""
+    from models.webhooks import list_subscriptions
+
+    with _store() as store, store.db.session() as session:
+        rows = [
+            {
+                "id": s.id,
+                "url": s.url,
+                "events": ",".join(s.event_types),
+                "entity": s.entity,
+                "created_at": s.created_at.isoformat(),
+                "disabled_at": s.disabled_at.isoformat() if s.disabled_at else None,
+                "disabled_reason": s.disabled_reason,
+            }
+            for s in list_subscriptions(session)
+        ]
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        status = f"disabled: {r['disabled_reason']}" if r["disabled_at"] else "active"
+        click.echo(f"{r['id']}  {r['url']}  {r['events']}  entity {r['entity'] or '*'}  {status}")
+
+
+@webhooks.command("remove")
+@click.argument("subscription_id", metavar="ID")
+def webhooks_remove(subscription_id: str) -> None:
+    """Delete a subscription and its deliveries."""
+    from models.webhooks import remove_subscription
+
+    with _store() as store, store.db.session() as session:
+        removed = remove_subscription(session, subscription_id, actor=_cli_actor())
+    if not removed:
+        _fail(f"no subscription {subscription_id}")
+    click.echo(f"{subscription_id} removed")
+
+
+@webhooks.command("deliveries")
+@click.option("--failed", is_flag=True, help="Only dead letters and deliveries still being retried.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def webhooks_deliveries(failed: bool, limit: int, as_json: bool) -> None:
+    """Recent deliveries, newest first."""
+    from models.webhooks import list_deliveries
+
+    with _store() as store, store.db.session() as session:
+        rows = [
+            {
+                "id": d.id,
+                "subscription_id": d.subscription_id,
+                "event_type": d.event_type,
+                "job_id": d.job_id,
+                "state": d.state,
+                "attempts": d.attempts,
+                "occurred_at": d.occurred_at.isoformat(),
+                "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+                "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+                "last_status": d.last_status,
+                "last_error": d.last_error,
+            }
+            for d in list_deliveries(session, failed=failed, limit=limit)
+        ]
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        click.echo(
+            f"{r['id']}  {r['subscription_id']}  {r['event_type']:<18} {r['state']:<9} "
+            f"attempts {r['attempts']}  {r['last_error'] or ''}"
+        )
+
+
+@webhooks.command("replay")
+@click.argument("delivery_id", metavar="ID")
+def webhooks_replay(delivery_id: str) -> None:
+    """Send a delivery again now (same webhook-id and body)."""
+    from models.webhooks import replay
+
+    with _store() as store:
+        try:
+            with store.db.session() as session:
+                replay(session, delivery_id, actor=_cli_actor())
+        except (LookupError, ValueError) as exc:
+            _fail(str(exc).strip("'\""))
+    click.echo(f"{delivery_id} queued again")
 
 
 if __name__ == "__main__":

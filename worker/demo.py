@@ -5,6 +5,8 @@ in a fresh folder); with DATABASE_URL and CELERY_BROKER_URL set it runs on Postg
 It starts the sandbox, a Celery worker with embedded beat, submits generated 1-4 MB invoices plus
 one small (sync path), one duplicate and one invalid document, Hacienda comprobantes and MSeller
 e-CF (accepted, accepted with observations, rejected, in turn), and reports where each one ended.
+A few small invoices ask for a retailer's addenda (Prodigia sandbox): most are attached, one has
+data the service cannot process, one names a type that does not exist and is refused at submit.
 """
 
 from __future__ import annotations
@@ -20,8 +22,19 @@ from typing import Any
 
 import httpx
 
+from models import FINAL
+from models.states import ADDENDA
+
 MB = 1024 * 1024
-FINAL_STATES = {"retrieved", "failed", "invalid", "expired"}
+ADDENDAS: tuple[tuple[str, str], ...] = (
+    ("soriana", "Soriana\nProveedor|12345\nRemision|R-{n}\nFolioPedido|P-{n}\nCantidad|3\n"),
+    ("homedepot", "HomeDepot\nrequestForPaymentIdentification|INV-{n}\norderIdentification|PO-{n}\n"),
+    ("liverpool-heb", "Liverpool/HEB\nreferenceIdentification|{n}\nDeliveryNote|DN-{n}\n"),
+    ("chedraui", "Chedraui\nthis line is not Campo|valor data\n"),
+    ("tiendas-imaginarias", "Tiendas Imaginarias\nCampo|valor\n"),
+)
+"""The demo's addenda requests: three attached, one refused by the service (its data lines are not
+`Campo|valor`), one refused at submit (an unknown type)."""
 
 
 def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path]:
@@ -36,6 +49,7 @@ def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path
             "MYSUITE_SYNC_URL": f"{base}/mysuite/sync/FactWSFront.asmx",
             "HACIENDA_API_URL": f"{base}/hacienda/recepcion/v1/",
             "HACIENDA_IDP_URL": f"{base}/hacienda/idp/auth/realms/rut-stag/protocol/openid-connect/token",
+            "PRODIGIA_ADDENDAS_URL": f"{base}/prodigia/PadeServ/IntegracionAddendas",
             "SANDBOX_MYSUITE_SECONDS_PER_MB": str(seconds_per_mb),
             "SANDBOX_MYSUITE_FAILURE_RATE": env.get("SANDBOX_MYSUITE_FAILURE_RATE", "0.1"),
             "SANDBOX_MYSUITE_SEED": env.get("SANDBOX_MYSUITE_SEED", "7"),
@@ -118,7 +132,7 @@ def run_demo(
                     worker.kill()
         counters = {
             provider: httpx.get(f"{server.url}/{provider}/_admin/counters", timeout=10).json()
-            for provider in ("mysuite", "hacienda", "mseller")
+            for provider in ("mysuite", "hacienda", "prodigia", "mseller")
         }
     elapsed = time.monotonic() - started
     _report(console, store, job_ids, counters, elapsed, log_path)
@@ -137,26 +151,33 @@ def _submit_batch(console: Any, store: Any, count: int, hacienda: int, mseller: 
 
     rng = random.Random(2026)
     run = f"{int(time.time()):x}"
-    documents: list[tuple[str, str, bytes]] = []
+    documents: list[tuple[str, str, bytes, tuple[str, bytes] | None]] = []
     for n in range(count):
         size = int(rng.uniform(1.1, 3.9) * MB)
-        documents.append(("mysuite", f"DEMO-{run}-{n:03d}", native_xml(f"DEMO-{run}-{n:03d}", size, folio=n + 1)))
+        key = f"DEMO-{run}-{n:03d}"
+        documents.append(("mysuite", key, native_xml(key, size, folio=n + 1), None))
     small_id = f"DEMO-{run}-SMALL"
-    documents.append(("mysuite", small_id, native_xml(small_id, 40_000, folio=900)))
+    documents.append(("mysuite", small_id, native_xml(small_id, 40_000, folio=900), None))
     documents.append(documents[0])  # the ERP sends the first invoice twice
-    documents.append(("mysuite", f"DEMO-{run}-BAD", b"<fx:FactDocMX this is not XML"))
+    documents.append(("mysuite", f"DEMO-{run}-BAD", b"<fx:FactDocMX this is not XML", None))
+    for n, (kind, datos) in enumerate(ADDENDAS):
+        key = f"DEMO-{run}-AD{n}"
+        request = (kind, datos.format(n=n).encode())
+        documents.append(("mysuite", key, native_xml(key, 20_000 + 5_000 * n, folio=800 + n), request))
     base = int(time.time()) % 1_000_000 * 100
     for n in range(hacienda):
-        documents.append(("hacienda", f"DEMO-{run}-CR{n:02d}", sample_comprobante(base + n + 1)))
+        documents.append(("hacienda", f"DEMO-{run}-CR{n:02d}", sample_comprobante(base + n + 1), None))
     for n in range(mseller):
         # Sequences 1.. : the sandbox is new on every run, and its scripted outcomes name them.
-        documents.append(("mseller", f"DEMO-{run}-DO{n:02d}", sample_ecf(n + 1)))
+        documents.append(("mseller", f"DEMO-{run}-DO{n:02d}", sample_ecf(n + 1), None))
     job_ids: list[str] = []
     with Progress(console=console, transient=False) as progress:
         bar = progress.add_task("submitting", total=len(documents))
-        for provider, internal_id, payload in documents:
+        for provider, internal_id, payload, addenda in documents:
             try:
-                outcome = enqueue(store, payload, internal_id, provider=provider, policy=settings.policy)
+                outcome = enqueue(
+                    store, payload, internal_id, provider=provider, policy=settings.policy, addenda=addenda
+                )
             except InvalidInput as exc:
                 console.print(f"{internal_id}: refused: {exc}")
             else:
@@ -175,9 +196,10 @@ def _wait(console: Any, store: Any, job_ids: list[str], timeout: float, worker: 
     with Progress(console=console, transient=False) as progress:
         bar = progress.add_task("processing", total=len(job_ids))
         while time.monotonic() < deadline:
-            done = sum(1 for job_id in job_ids if store.jobs.get(job_id).state in FINAL_STATES)
+            done = sum(1 for job_id in job_ids if store.jobs.get(job_id).state in FINAL)
             progress.update(bar, completed=done)
-            if done == len(job_ids):
+            addendas = store.jobs.addendas(job_ids).values()
+            if done == len(job_ids) and all(_settled(store, child) for child in addendas):
                 return True
             if worker.poll() is not None:
                 console.print(f"[red]worker exited with {worker.returncode}[/]")
@@ -187,15 +209,25 @@ def _wait(console: Any, store: Any, job_ids: list[str], timeout: float, worker: 
     return False
 
 
+def _settled(store: Any, addenda: Any) -> bool:
+    """An addenda is done once final, or when its invoice never reached `retrieved` (nothing to attach to)."""
+    if addenda.state in ADDENDA.final:
+        return True
+    return bool(store.jobs.get(addenda.parent_id).state in FINAL - {"retrieved"})
+
+
 def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, Any], elapsed: float, log: Path) -> None:
     from rich.table import Table
 
     table = Table(title="final states")
-    for column in ("provider", "internal id", "MB", "state", "polls", "seconds", "fiscal id / reason"):
+    for column in ("provider", "internal id", "MB", "state", "polls", "seconds", "fiscal id / reason", "addenda"):
         table.add_column(column)
     states: dict[str, int] = {}
+    addendas = store.jobs.addendas(job_ids)
     for job_id in job_ids:
         job = store.jobs.get(job_id)
+        child = addendas.get(job_id)
+        addenda = "" if child is None else f"{(child.doc_extra or {}).get('addenda_type')}: {child.state}"
         states[job.state] = states.get(job.state, 0) + 1
         seconds = (job.state_changed_at - job.created_at).total_seconds()
         detail = job.doc_guid or job.doc_fiscal_id or (job.error_message or "")[:60]
@@ -209,6 +241,7 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
             str(job.polls),
             f"{seconds:.1f}",
             detail,
+            addenda,
         )
     console.print(table)
     mysuite, hacienda = counters["mysuite"], counters["hacienda"]
@@ -219,3 +252,31 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
     summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     console.print(f"{len(job_ids)} jobs: {summary}; documents created twice at the provider: {resent}")
     console.print(f"total {elapsed:.1f}s; worker log: {log}")
+    _addenda_note(console, store, list(addendas.values()), counters["prodigia"])
+
+
+def _addenda_note(console: Any, store: Any, addendas: list[Any], prodigia: dict[str, Any]) -> None:
+    """The closing note: where the addendas ended, and one archived result with its history."""
+    for child in addendas:
+        if child.state == "failed":
+            console.print(f"addenda of {child.internal_id} failed: {child.error_message}")
+    attached = [child for child in addendas if child.state == "attached"]
+    console.print(f"addendas: {len(attached)} of {len(addendas)} attached; Prodigia counters: {prodigia}")
+    if not attached:
+        return
+    artifact = next(a for a in store.jobs.artifacts(attached[0].id) if a.kind == "addenda")
+    console.print(f"[bold]archived addenda[/] {artifact.path} ({artifact.size_bytes} bytes, sha256 {artifact.sha256})")
+    from lxml import etree
+
+    content = Path(artifact.path).read_bytes()
+    root = etree.fromstring(content, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    addenda_node = etree.tostring(root[-1], encoding="unicode", pretty_print=True)
+    console.print(content[:240].decode("utf-8", "replace") + " …", markup=False, highlight=False)
+    console.print(f"its last child, the addenda:\n{addenda_node.rstrip()}", markup=False, highlight=False)
+    console.print(f"events of addenda {attached[0].id} (invoice {attached[0].internal_id}):")
+    for event in store.jobs.events(attached[0].id):
+        console.print(
+            f"  {event.at.isoformat()}  {event.kind:<16} {event.from_state or '-'} -> {event.to_state}"
+            f"  {event.message}",
+            markup=False,
+        )

@@ -51,7 +51,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from models import JobState, Store, TransitionInfo, utcnow
+from models import JobState, Store, TransitionInfo, utcnow, webhooks
 from models.db import home_dir
 from models.usage import DatabaseUsage
 from providers.base import read_setting
@@ -323,6 +323,8 @@ class DatabaseCollector(Collector):
             links = self.store.stats.links_expiry_seconds()
             month = month_of(utcnow())
             used = DatabaseUsage(self.store.engine).by_provider(month)
+            with self.store.db.session() as session:
+                dead_letters = webhooks.dead_letters(session)
         except SQLAlchemyError as exc:
             log.warning("database gauges skipped: %s", type(exc).__name__)
             return
@@ -361,6 +363,12 @@ class DatabaseCollector(Collector):
                 expiry.add_metric([provider], seconds)
             yield expiry
         yield from plan_gauges(used, monthly_limits())
+        dead = GaugeMetricFamily(
+            "einvoice_webhook_dead_letters",
+            "Webhook deliveries given up on after about three days (`einvoice webhooks replay` sends one again).",
+        )
+        dead.add_metric([], dead_letters)
+        yield dead
 
 
 def monthly_limits() -> dict[str, int]:

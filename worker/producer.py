@@ -13,18 +13,16 @@ import os
 import stat
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from models import Job, JobState, Store
+from models import AddendaState, ChildJob, Job, JobState, Store
 from providers import get_provider, provider_names
-from providers.base import InvalidPayload
+from providers.base import InvalidPayload, internal_id_problem
 from tasks.pipeline import dispatch
 from tasks.policy import Policy
 from worker.app import app as _app  # noqa: F401  (makes our app current for dispatch)
-from worker.views import CONTROL_CATEGORIES
 
 log = logging.getLogger("einvoice.producer")
 
@@ -35,7 +33,6 @@ PUBLISH_BACKOFF_SECONDS = 5.0
 _publish_lock = threading.Lock()
 _publish_skip_until = 0.0
 
-MAX_INTERNAL_ID = 50
 # Hard ceiling on what is accepted at all: the largest document any provider takes (MYSuite
 # production, 40 MB) plus a little room for encodings. Larger input is refused, not stored.
 MAX_PAYLOAD_BYTES = 40 * 1024 * 1024
@@ -71,17 +68,9 @@ class Enqueued:
 
 
 def check_internal_id(internal_id: str) -> str:
-    """The ERP's id is the provider's idempotency key (MYSuite Data2): 1 to 50 printable characters."""
-    if not isinstance(internal_id, str) or not internal_id.strip():
-        raise InvalidInput("internal id is empty")
-    if len(internal_id) > MAX_INTERNAL_ID:
-        raise InvalidInput(f"internal id is {len(internal_id)} characters; the limit is {MAX_INTERNAL_ID}")
-    # Cs: a lone surrogate cannot even be stored (no encoding has it); Cf: invisible format
-    # characters (bidi overrides) that make two ids look alike.
-    if any(unicodedata.category(ch) in CONTROL_CATEGORIES for ch in internal_id):
-        raise InvalidInput("internal id contains control characters")
-    if internal_id != internal_id.strip():
-        raise InvalidInput("internal id has leading or trailing spaces")
+    problem = internal_id_problem(internal_id)
+    if problem:
+        raise InvalidInput(problem)
     return internal_id
 
 
@@ -118,6 +107,7 @@ def enqueue(
     policy: Policy | None = None,
     actor: str = "producer",
     publish: bool = True,
+    addenda: tuple[str, bytes] | None = None,
 ) -> Enqueued:
     """Accept one document. The same (provider, entity, internal id) with the same document again
     returns the existing job.
@@ -127,6 +117,9 @@ def enqueue(
     A document that is merely wrong (not XML, DOCTYPE, wrong root...) becomes an `invalid` job so
     that the ERP can see why, and is never sent; the corrected document sent under the same key
     then replaces it.
+
+    `addenda` (type, data) asks for a retailer's addenda on the stamped CFDI: checked now (an
+    unknown type or unusable data refuses the whole submission) and stored with the invoice.
     """
     pol = policy or Policy()
     if provider not in provider_names():
@@ -138,6 +131,7 @@ def enqueue(
     check_internal_id(internal_id)
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise _too_large(f"{len(payload):,}")
+    child = addenda_request(*addenda) if addenda is not None else None
     client = get_provider(provider)
     reason: str | None = None
     try:
@@ -155,10 +149,11 @@ def enqueue(
         deadline=deadline,
         dispatch_grace=grace,
         invalid_reason=reason,
+        child=child,
     )
     replaced = False
     if not created:
-        job, replaced = _repeat(store, job, payload, reason, actor=actor, deadline=deadline, grace=grace)
+        job, replaced = _repeat(store, job, payload, reason, actor=actor, deadline=deadline, grace=grace, child=child)
     if (created or replaced) and publish and job.state == JobState.QUEUED:
         _publish(job, internal_id)
     log.info(
@@ -173,7 +168,15 @@ def enqueue(
 
 
 def _repeat(
-    store: Store, job: Job, payload: bytes, reason: str | None, *, actor: str, deadline: timedelta, grace: timedelta
+    store: Store,
+    job: Job,
+    payload: bytes,
+    reason: str | None,
+    *,
+    actor: str,
+    deadline: timedelta,
+    grace: timedelta,
+    child: ChildJob | None = None,
 ) -> tuple[Job, bool]:
     """A key seen before: (the job, whether this document replaced its previous one).
 
@@ -199,12 +202,36 @@ def _repeat(
         if reason is not None and reason == job.error_message:
             return job, False
         moved = store.jobs.replace_invalid(
-            job.id, payload=payload, actor=actor, deadline=deadline, dispatch_grace=grace, invalid_reason=reason
+            job.id,
+            payload=payload,
+            actor=actor,
+            deadline=deadline,
+            dispatch_grace=grace,
+            invalid_reason=reason,
+            child=child,
         )
         if moved is not None:
             return moved, True
         job = store.jobs.get(job.id)
     raise InvalidInput(f"job {job.id} kept changing state while its document was being replaced; send it again")
+
+
+def addenda_request(addenda_type: str, datos: bytes) -> ChildJob:
+    """The addenda job to create with the invoice, or InvalidInput (the known types are listed)."""
+    from providers.prodigia import check_request
+    from providers.prodigia.client import PROVIDER
+
+    try:
+        found, text = check_request(addenda_type, datos)
+    except InvalidPayload as exc:
+        raise InvalidInput(exc.message) from None
+    return ChildJob(
+        kind="addenda",
+        state=AddendaState.WAITING,
+        provider=PROVIDER,
+        payload=text.encode("utf-8"),
+        doc_extra={"addenda_type": found.code},
+    )
 
 
 def _publish(job: Job, internal_id: str) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
-from models import Event, Job, PauseInfo
+from models import Artifact, Event, Job, PauseInfo
+from providers.base import CONTROL_CATEGORIES
 
-CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 """Characters that act on a terminal or on how text reads rather than showing: C0/C1 controls
 (escape sequences, carriage return), invisible format characters (bidi overrides), lone surrogates,
 line and paragraph separators."""
@@ -34,7 +35,27 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_status(job: Job) -> dict[str, Any]:
+def addenda_view(addenda: Job, artifact: Artifact | None = None) -> dict[str, Any]:
+    """An invoice's addenda as `status` shows it. Its history is its own (`events ADDENDA_ID`): the
+    invoice's events stay the history of its fiscal state alone."""
+    message: str | None
+    if addenda.state == "attached":
+        message = f"attached: {PurePath(artifact.path).name}" if artifact is not None else "attached"
+    elif addenda.state == "failed":
+        message = addenda.error_message
+    else:
+        message = addenda.error_message or "waiting for the stamped invoice"
+    return {
+        "id": addenda.id,
+        "type": (addenda.doc_extra or {}).get("addenda_type"),
+        "state": addenda.state,
+        "message": message,
+        "artifact": artifact.path if artifact is not None else None,
+        "attempts": addenda.attempts,
+    }
+
+
+def job_status(job: Job, addenda: dict[str, Any] | None = None) -> dict[str, Any]:
     error = None
     if job.error_message and job.state in ("failed", "invalid", "expired"):
         error = {"code": job.error_code, "message": job.error_message, "class": job.error_class}
@@ -56,6 +77,7 @@ def job_status(job: Job) -> dict[str, Any]:
             **(job.doc_extra or {}),
         },
         "links": {"xml": job.xml_url, "pdf": job.pdf_url, "expires_at": _iso(job.links_expires_at)},
+        "addenda": addenda,
         "error": error,
         "attempts": job.attempts,
         "polls": job.polls,

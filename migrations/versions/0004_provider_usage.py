@@ -1,7 +1,7 @@
 """Provider usage: counted requests per provider and calendar month (MSeller's monthly plan).
 
-Revision ID: 0003_usage
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-29
 """
 

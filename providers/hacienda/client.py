@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from providers import answers
+from providers.answers import MalformedAnswer
 from providers.base import (
     AuthError,
     DocumentIds,
@@ -191,7 +193,7 @@ class HaciendaClient:
                 raise TransientError(
                     f"hacienda: unexpected answer to GET (HTTP {status})", code=str(status), description=cause
                 )
-            return _parse_status(response)
+            return _parse_status(response, clave)
 
         return self._exchange(operation, "GET", f"{self._base}/{clave.value}", None, handle)
 
@@ -257,12 +259,17 @@ class HaciendaClient:
 
 
 def _cause(response: httpx.Response) -> str | None:
-    value = response.headers.get("x-error-cause")
-    return value.strip()[:MAX_MESSAGE] if value else None
+    return answers.message(response.headers.get("x-error-cause"), MAX_MESSAGE)
 
 
-def _parse_status(response: httpx.Response) -> tuple[str, bytes | None, str | None]:
-    """`ind-estado`, decoded `respuesta-xml` and `fecha`; both key styles of §7.2 are accepted."""
+def _parse_status(response: httpx.Response, clave: Clave) -> tuple[str, bytes | None, str | None]:
+    """`ind-estado`, decoded `respuesta-xml` and `fecha`; both key styles of §7.2 are accepted.
+
+    The answer must be about our clave: a `clave` field or a MensajeHacienda `Clave` naming another
+    document is a `MalformedAnswer`, because archiving it would file another taxpayer's answer
+    under this invoice. An accepted document's respuesta must be well-formed XML, since it is the
+    file the archive keeps; a rejection's unreadable respuesta still fails the job, with its text.
+    """
     try:
         body = response.json()
     except ValueError:
@@ -272,18 +279,36 @@ def _parse_status(response: httpx.Response) -> tuple[str, bytes | None, str | No
     estado = body.get("ind-estado", body.get("indEstado"))
     if not isinstance(estado, str) or not estado.strip():
         raise TransientError("hacienda: status answer has no ind-estado", code="200")
+    echoed = body.get("clave")
+    if echoed is not None and answers.digits(echoed, "hacienda clave", 50) != clave.value:
+        raise MalformedAnswer("hacienda answered about another clave")
     estado = estado.strip().lower()
     if estado not in PENDING_STATES | REJECTED_STATES | {"aceptado"}:
         raise TransientError(f"hacienda: unknown ind-estado {estado[:40]!r}", code="200")
     encoded = body.get("respuesta-xml", body.get("respuestaXml"))
     respuesta = None
     if isinstance(encoded, str) and encoded.strip():
+        if len(encoded) > MAX_RESPUESTA_BYTES * 4 // 3 + 4:
+            raise MalformedAnswer(f"hacienda: respuesta-xml is larger than {MAX_RESPUESTA_BYTES} bytes")
         try:
             respuesta = base64.b64decode(encoded, validate=False)
         except (binascii.Error, ValueError):
             raise TransientError("hacienda: respuesta-xml is not base64", code="200") from None
+        _check_respuesta(respuesta, clave, estado)
     fecha = body.get("fecha")
     return estado, respuesta, fecha if isinstance(fecha, str) else None
+
+
+def _check_respuesta(respuesta: bytes, clave: Clave, estado: str) -> None:
+    try:
+        root = parse_xml(respuesta, MAX_RESPUESTA_BYTES)
+    except InvalidPayload as exc:
+        if estado == "aceptado":
+            raise MalformedAnswer(f"hacienda: respuesta-xml is not well-formed XML ({exc.message})") from None
+        return
+    named = child_text(root, "Clave")
+    if named is not None and named != clave.value:
+        raise MalformedAnswer("hacienda: respuesta-xml is about another clave")
 
 
 def _rejection(estado: str, respuesta: bytes | None) -> tuple[str, str]:
@@ -294,22 +319,27 @@ def _rejection(estado: str, respuesta: bytes | None) -> tuple[str, str]:
         root = parse_xml(respuesta, MAX_RESPUESTA_BYTES)
     except InvalidPayload as exc:
         return estado, f"Hacienda: {estado}; respuesta-xml ilegible ({exc.message})"
-    detail = child_text(root, "DetalleMensaje") or child_text(root, "EstadoMensaje") or f"Hacienda: {estado}"
-    return child_text(root, "Mensaje") or estado, detail[:MAX_MESSAGE]
+    detail = child_text(root, "DetalleMensaje") or child_text(root, "EstadoMensaje")
+    code = answers.message(child_text(root, "Mensaje"), 64) or estado
+    return code, answers.message(detail, MAX_MESSAGE) or f"Hacienda: {estado}"
 
 
 def _document(clave: Clave, fecha: str | None) -> DocumentIds:
+    """The ids come from our own clave, checked as 50 digits; a `fecha` without an offset is dropped,
+    because an instant of unknown zone cannot be stored as one."""
     enrolled_at = None
-    if fecha:
+    if fecha and len(fecha) <= 40:
         try:
             enrolled_at = datetime.fromisoformat(fecha)
         except ValueError:
             enrolled_at = None
+        if enrolled_at is not None and enrolled_at.tzinfo is None:
+            enrolled_at = None
     return DocumentIds(
-        guid=clave.value,
+        guid=answers.digits(clave.value, "hacienda clave", 50),
         year=clave.issued_on.year,
         batch=f"{clave.branch}-{clave.terminal}",
-        serial=clave.consecutivo,
+        serial=answers.digits(clave.consecutivo, "hacienda consecutivo", 20),
         enrolled_at=enrolled_at,
     )
 

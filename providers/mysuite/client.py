@@ -27,6 +27,7 @@ from typing import IO, TypeVar
 import httpx
 import tenacity
 
+from providers.answers import MalformedAnswer
 from providers.base import (
     DownloadResult,
     PermanentError,
@@ -39,6 +40,7 @@ from providers.base import (
     observed,
     verify_each,
 )
+from providers.links import LinkPolicy, UnexpectedContent, check_content, open_link
 from providers.mysuite.config import MySuiteConfig
 from providers.mysuite.parsing import (
     DUPLICATE_CODE,
@@ -78,6 +80,10 @@ class LinkExpired(PermanentError):
     """
 
 
+class DownloadTooLarge(PermanentError):
+    """A download passed the caller's size cap; what was received is discarded."""
+
+
 class _OriginOnlyUrls(logging.Filter):
     """httpx logs every request's full URL at INFO; download links are secrets, so keep the origin only."""
 
@@ -113,8 +119,9 @@ class MySuiteClient:
 
     name = PROVIDER
 
-    def __init__(self, config: MySuiteConfig) -> None:
+    def __init__(self, config: MySuiteConfig, *, links: LinkPolicy | None = None) -> None:
         self.config = config
+        self.links = links or LinkPolicy.for_provider([config.async_url, config.sync_url])
         self._envelopes = EnvelopeBuilder(config.requestor, config.entity, config.user, config.username)
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
@@ -221,11 +228,15 @@ class MySuiteClient:
 
         return self._retrying(once)
 
-    def download(self, url: str, dest: Path) -> DownloadResult:
-        """Stream a link to `dest` (atomically), decoding base64 bodies, hashing what is written."""
-        if not re.match(r"https?://", url, flags=re.IGNORECASE):
-            raise PermanentError("download link is not an http(s) URL")
-        return self._retrying(self._download_once, url, Path(dest))
+    def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> DownloadResult:
+        """Stream a link to `dest` (atomically), decoding base64 bodies, hashing what is written.
+
+        The link, every redirect, the size and the content go through `self.links` (see
+        `providers.links`): a refused link or body leaves no file behind. `max_bytes` caps the
+        decoded file below the links' own cap (Descarga Masiva packages).
+        """
+        self.links.check(url)
+        return self._retrying(self._download_once, url, Path(dest), max_bytes)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -248,6 +259,8 @@ class MySuiteClient:
             if reply.code == DUPLICATE_CODE:
                 try:
                     request_id = parse_request_id(reply.response_data1)
+                except MalformedAnswer:
+                    raise  # the provider holds the document: ask again rather than fail it
                 except TransientError:
                     raise PermanentError(
                         "MYSuite says the internal id is registered but gives no request id",
@@ -306,9 +319,14 @@ class MySuiteClient:
         data3: str = "",
         *,
         upload: bool = False,
+        envelopes: EnvelopeBuilder | None = None,
     ) -> TransactionReply:
-        """POST one envelope and read the answer; every failure comes out as one of our errors."""
-        envelope = self._envelopes.build(transaction, data1, data2, data3)
+        """POST one envelope and read the answer; every failure comes out as one of our errors.
+
+        `envelopes` sends as another Entity than the configured one (Descarga Masiva asks for the
+        documents of the taxpayer whose FIEL signs, which need not be the invoicing entity).
+        """
+        envelope = (envelopes or self._envelopes).build(transaction, data1, data2, data3)
         headers = dict(envelope.headers, **{"Content-Length": str(envelope.content_length)})
         read = self.config.upload_timeout if upload else self.config.read_timeout
         try:
@@ -325,31 +343,35 @@ class MySuiteClient:
 
     # -- downloads ---------------------------------------------------------------------------
 
-    def _download_once(self, url: str, dest: Path) -> DownloadResult:
+    def _download_once(self, url: str, dest: Path, max_bytes: int | None = None) -> DownloadResult:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         try:
             with observed(PROVIDER, "download"):
-                result = self._stream_to(url, partial)
+                result = self._stream_to(url, partial, max_bytes)
+                check_content(partial, result[2], self.links)
             os.replace(partial, dest)
         finally:
             partial.unlink(missing_ok=True)
         return DownloadResult(path=dest, sha256=result[0], size=result[1], content_type=result[2])
 
-    def _stream_to(self, url: str, target: Path) -> tuple[str, int, str]:
+    def _stream_to(self, url: str, target: Path, max_bytes: int | None = None) -> tuple[str, int, str]:
         # Exceptions are raised `from None`: httpx errors can carry the request URL, a secret link.
         try:
             with (
-                self._client().stream(
-                    "GET", url, timeout=self._timeout(self.config.read_timeout), follow_redirects=True
-                ) as response,
+                open_link(self._client(), url, self.links, self._timeout(self.config.read_timeout)) as response,
                 target.open("wb") as out,
             ):
                 _raise_for_download_status(response)
-                sink = DownloadSink(out)
+                sink = DownloadSink(out, self.links)
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
                     sink.write(chunk)
-                return sink.finish()
+                    if max_bytes is not None and sink.size > max_bytes:
+                        raise DownloadTooLarge(f"download is larger than {max_bytes} bytes")
+                result = sink.finish()
+                if max_bytes is not None and sink.size > max_bytes:
+                    raise DownloadTooLarge(f"download is larger than {max_bytes} bytes")
+                return result
         except httpx.TimeoutException as exc:
             raise TransientError(f"download timed out ({type(exc).__name__})") from None
         except (httpx.TransportError, httpx.StreamError) as exc:
@@ -391,11 +413,14 @@ class DownloadSink:
 
     Plain ZIP/PDF/XML bodies are written as they are. A body that is base64 text and decodes to one
     of those is decoded on the fly (4-character groups, remainder carried to the next chunk), so the
-    archived file is the document itself whichever way the link serves it.
+    archived file is the document itself whichever way the link serves it. A body that is none of
+    them is refused at once, and one that grows past its type's cap is refused as the cap is
+    crossed: nothing past it is read.
     """
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], links: LinkPolicy | None = None) -> None:
         self._out = out
+        self._links = links or LinkPolicy(frozenset())
         self._digest = hashlib.sha256()
         self._size = 0
         self._head = b""
@@ -410,6 +435,11 @@ class DownloadSink:
                 self._decide()
             return
         self._consume(chunk)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (decoded), for callers that cap a download as it arrives."""
+        return self._size
 
     def finish(self) -> tuple[str, int, str]:
         if self._mode is None:
@@ -438,6 +468,8 @@ class DownloadSink:
             if inner is not None:
                 self._mode = "base64"
                 self._content_type = inner
+        if self._content_type == "application/octet-stream":
+            raise UnexpectedContent("download is neither XML, PDF nor ZIP (nor base64 of one)")
         self._consume(head)
 
     def _consume(self, chunk: bytes) -> None:
@@ -451,6 +483,9 @@ class DownloadSink:
             self._emit(_b64decode(data[:usable]))
 
     def _emit(self, data: bytes) -> None:
+        cap = self._links.cap(self._content_type)
+        if self._size + len(data) > cap:
+            raise UnexpectedContent(f"download is larger than the {cap}-byte cap for {self._content_type}")
         self._out.write(data)
         self._digest.update(data)
         self._size += len(data)

@@ -22,6 +22,8 @@ from typing import Any, NoReturn
 
 from lxml import etree
 
+from providers import answers
+from providers.answers import MalformedAnswer
 from providers.base import (
     AuthError,
     DocumentIds,
@@ -42,6 +44,10 @@ MEXICO_CITY = timezone(timedelta(hours=-6), "America/Mexico_City")
 (and in every winter before); the seed's XML and JSON copies of one instant agree on it."""
 
 DUPLICATE_CODE = "3196"
+MAX_SERIE = 25
+"""CFDI 4.0 `Serie`: up to 25 characters (Anexo 20); MYSuite's Batch is the serie."""
+MAX_FOLIO = 40
+"""CFDI 4.0 `Folio`: up to 40 characters; MYSuite's Serial is the folio."""
 
 _PARSER_OPTIONS: dict[str, Any] = {
     "resolve_entities": False,
@@ -66,10 +72,8 @@ def safe_xml_parser() -> Any:
 
 
 def clip(text: str | None, limit: int = _MAX_TEXT) -> str | None:
-    """Keep provider texts short enough for one log line and one event row."""
-    if text is None:
-        return None
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Keep provider texts short enough for one log line and one event row, control characters out."""
+    return answers.message(text, limit)
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,8 @@ def parse_bool(value: str | None) -> bool | None:
     return None
 
 
-def _parse_document(content: bytes, what: str) -> Any:
+def parse_document(content: bytes, what: str) -> Any:
+    """The root of an XML document MYSuite wrote, read with the safe parser; unreadable is transient."""
     try:
         root = etree.fromstring(content, parser=safe_xml_parser())
     except (etree.LxmlError, ValueError) as exc:
@@ -173,7 +178,7 @@ def parse_transaction_reply(content: bytes) -> TransactionReply:
     A missing `Code` counts as unreadable: one production client treats it as a transport error,
     and without it we cannot tell a duplicate from a rejection.
     """
-    root = _parse_document(content, "answer")
+    root = parse_document(content, "answer")
     body = _soap_body(root)
     fault = _child(body, "Fault")
     if fault is not None:
@@ -350,7 +355,7 @@ def _as_int(value: str | None) -> int | None:
 
 
 def _async_record_from_xml(encoded: str) -> dict[str, str]:
-    root = _parse_document(decode_base64_text(encoded, "ResponseData1"), "ResponseData1")
+    root = parse_document(decode_base64_text(encoded, "ResponseData1"), "ResponseData1")
     if _local(root.tag) != "AsyncRequest":
         raise TransientError("MYSuite ResponseData1 is not an AsyncRequest")
     return _children_text(root)
@@ -399,6 +404,7 @@ def _record(values: Mapping[str, str], source: str) -> AsyncRecord:
         raise TransientError(f"MYSuite verify {source} copy has no readable Status")
     if status == 2 and values.get("DocumentGUID") is None:
         raise TransientError(f"MYSuite verify {source} copy says issued but gives no DocumentGUID")
+    issued = status == 2
     message = None
     encoded = values.get("ErrorMsg")
     if encoded is not None:
@@ -412,13 +418,29 @@ def _record(values: Mapping[str, str], source: str) -> AsyncRecord:
         entity=values.get("Entity"),
         internal_id=values.get("InternalID"),
         enrolled_at=parse_timestamp(values.get("EnrolledTimeStamp")),
-        document_guid=values.get("DocumentGUID"),
-        year=_as_int(values.get("Year")),
-        batch=values.get("Batch"),
-        serial=values.get("Serial"),
-        error_message=clip(message, 2000),
+        document_guid=_guid(values.get("DocumentGUID"), "DocumentGUID") if issued else None,
+        year=_year(values.get("Year")) if issued else None,
+        batch=_optional_text(values.get("Batch"), "Batch", MAX_SERIE) if issued else None,
+        serial=_optional_text(values.get("Serial"), "Serial", MAX_FOLIO) if issued else None,
+        error_message=answers.message(message),
         source=source,
     )
+
+
+def _guid(value: str | None, what: str) -> str:
+    return answers.uuid_text(value, f"MYSuite {what}")
+
+
+def _year(value: str | None) -> int | None:
+    """An absent year is allowed (the pipeline falls back to the job's); a present one must be one."""
+    if value is None:
+        return None
+    parsed = _as_int(value)
+    return answers.year(parsed if parsed is not None else value, "MYSuite Year")
+
+
+def _optional_text(value: str | None, what: str, limit: int) -> str | None:
+    return None if value is None else answers.short_text(value, f"MYSuite {what}", limit)
 
 
 def parse_async_record(
@@ -430,6 +452,7 @@ def parse_async_record(
     copy about another request than `request_id` counts as unreadable.
     """
     failures: list[str] = []
+    malformed = False
     for encoded, source, reader in (
         (response_data1, "xml", _async_record_from_xml),
         (response_data2, "json", _async_record_from_json),
@@ -440,6 +463,7 @@ def parse_async_record(
             record = _record(reader(encoded), source)
         except TransientError as exc:
             failures.append(exc.message)
+            malformed = malformed or isinstance(exc, MalformedAnswer)
             continue
         if request_id is not None and record.uuid is not None and not _same_request(record.uuid, request_id):
             failures.append(f"MYSuite verify {source} copy is about another request")
@@ -447,7 +471,9 @@ def parse_async_record(
         return record
     if not failures:
         raise TransientError("MYSuite verify answer carries no record")
-    raise TransientError("MYSuite verify answer is unreadable: " + "; ".join(failures))
+    # A copy with a refused value wins the error class: it is a provider's mistake, not noise.
+    error = MalformedAnswer if malformed else TransientError
+    raise error("MYSuite verify answer is unreadable: " + "; ".join(failures))
 
 
 def parse_verify(response_data1: str | None, response_data2: str | None, request_id: str) -> VerifyResult:
@@ -472,19 +498,19 @@ def parse_verify(response_data1: str | None, response_data2: str | None, request
 
 def document_ids(identifier: Mapping[str, str]) -> DocumentIds | None:
     """The fiscal identity in a `DocID`, or None when the service sent none."""
-    guid = identifier.get("DocumentGUID")
-    if guid is None:
+    if identifier.get("DocumentGUID") is None:
         return None
+    guid = _guid(identifier.get("DocumentGUID"), "DocumentGUID")
     issued = parse_timestamp(identifier.get("IssuedTimeStamp"))
     enrolled = parse_timestamp(identifier.get("EnrolledTimeStamp")) or issued
-    year = _as_int(identifier.get("AYear"))
+    year = _year(identifier.get("AYear"))
     if year is None and issued is not None:
         year = issued.astimezone(MEXICO_CITY).year
     return DocumentIds(
         guid=guid,
         year=year,
-        batch=identifier.get("Batch"),
-        serial=identifier.get("Serial"),
+        batch=_optional_text(identifier.get("Batch"), "Batch", MAX_SERIE),
+        serial=_optional_text(identifier.get("Serial"), "Serial", MAX_FOLIO),
         enrolled_at=enrolled,
     )
 
@@ -510,10 +536,14 @@ def parse_links(reply: TransactionReply) -> dict[str, str]:
 
 
 def parse_request_id(value: str | None) -> str:
-    """The request id the async submit hands back; anything but one short token is unreadable."""
-    if value is None or not re.fullmatch(r"[A-Za-z0-9{}\-]{1,100}", value):
-        raise TransientError("MYSuite submit answer carries no readable request id")
-    return value
+    """The request id the async submit hands back: a GUID (the seed's `Uuid`), nothing else.
+
+    An answer without one is unreadable (transient); one with a value that is not a GUID is a
+    `MalformedAnswer`, refused before it becomes the job's `provider_request_id`.
+    """
+    if value is None:
+        raise TransientError("MYSuite submit answer carries no request id")
+    return _guid(value, "RequestID")
 
 
 @dataclass(frozen=True)
@@ -538,7 +568,7 @@ def parse_lookup(reply: TransactionReply) -> LookupHit | None:
         return None
     if reply.response_data2 is None:
         raise TransientError("MYSuite lookup found the document but did not describe it")
-    root = _parse_document(decode_base64_text(reply.response_data2, "ResponseData2"), "lookup record")
+    root = parse_document(decode_base64_text(reply.response_data2, "ResponseData2"), "lookup record")
     found: dict[str, str] = {}
     for element in root.iter():
         for name, value in element.attrib.items():
@@ -552,7 +582,11 @@ def parse_lookup(reply: TransactionReply) -> LookupHit | None:
     guid = found.get("uuid") or found.get("documentguid")
     if guid is None and found.get("serial") is None:
         raise TransientError("MYSuite lookup record names no document")
-    return LookupHit(guid=guid, batch=found.get("batch"), serial=found.get("serial"))
+    return LookupHit(
+        guid=None if guid is None else _guid(guid, "lookup uuid"),
+        batch=_optional_text(found.get("batch"), "lookup batch", MAX_SERIE),
+        serial=_optional_text(found.get("serial"), "lookup serial", MAX_FOLIO),
+    )
 
 
 def parse_issued_document(reply: TransactionReply, what: str) -> tuple[DocumentIds, dict[str, bytes]]:

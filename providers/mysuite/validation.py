@@ -7,34 +7,23 @@ but no memory beyond the payload the caller already holds.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 from lxml import etree
 
-from providers.base import InvalidPayload
+from providers.base import InvalidPayload, internal_id_problem
 
 FX_NS = "http://www.fact.com.mx/schema/fx"
 ROOT_TAG = f"{{{FX_NS}}}FactDocMX"
-MAX_INTERNAL_ID = 50
 _FEED_SLICE = 1 << 20
 _HEAD_BYTES = 64 << 10
 
 
 def check_internal_id(internal_id: str) -> None:
-    """MYSuite's Data2 ("número interno"): mandatory, at most 50 characters, printable.
-
-    Surrounding spaces are refused too: the service trims values it echoes, so " A" and "A" would
-    be told apart by us and not by MYSuite, and the duplicate guard would stop protecting us.
-    """
-    if not isinstance(internal_id, str) or not internal_id:
-        raise InvalidPayload("internal id is empty; MYSuite requires one (Data2)")
-    if len(internal_id) > MAX_INTERNAL_ID:
-        raise InvalidPayload(f"internal id is {len(internal_id)} characters; MYSuite accepts at most {MAX_INTERNAL_ID}")
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in internal_id):
-        raise InvalidPayload("internal id contains control characters")
-    if internal_id != internal_id.strip():
-        raise InvalidPayload("internal id has leading or trailing whitespace")
+    """MYSuite's Data2 ("número interno") is the internal id: mandatory, the common rule."""
+    problem = internal_id_problem(internal_id)
+    if problem:
+        raise InvalidPayload(f"{problem} (MYSuite Data2)")
 
 
 class _WellFormed:

@@ -1,11 +1,12 @@
-"""Simulator of MYSuite FactWSFront (sync CONVERT_NATIVE_XML and the "Grandes Asíncrono" service).
+"""Simulator of MYSuite FactWSFront (sync CONVERT_NATIVE_XML, "Grandes Asíncrono", Descarga Masiva).
 
 Routes, relative to where the app is mounted (`/mysuite` in `sandbox.app`), paths case-insensitive
 as on IIS:
 
 - `/async/factwsfront.asmx`, `/sync/FactWSFront.asmx`: `GET ?WSDL` serves the real WSDL with its
   addresses pointing back at the URL used; `POST` is RequestTransaction (SOAP 1.1 or 1.2).
-- `/files/<token>`: the download links of ASYNC_RETRIEVE_DOCUMENT (403 once expired).
+- `/files/<token>`: the download links of ASYNC_RETRIEVE_DOCUMENT and OBTENER_LINK_ARCHIVO_DM_SAT
+  (403 once expired).
 - `/_admin/config` (GET, POST partial update or `{"preset": "bench"|"default"}`),
   `/_admin/reset` (POST), `/_admin/counters` (GET).
 
@@ -38,6 +39,14 @@ SANDBOX_MYSUITE_FAULT_TRANSACTIONS     (all)        comma list of transactions t
                                                     (`FILES` = downloads, with FAULTS_ON_FILES)
 SANDBOX_MYSUITE_FAULTS_ON_FILES        0            apply latency, rates and outage to downloads
 SANDBOX_MYSUITE_JSON_LEADING_SPACE     0            reproduce the seed's " " before JSON InternalID
+SANDBOX_MYSUITE_DM_TIMELINE            1,2,3        Descarga Masiva SAT states, one step apart
+SANDBOX_MYSUITE_DM_STEP_SECONDS        1.0          seconds per step of the timeline
+SANDBOX_MYSUITE_DM_CFDI_PER_DAY        20           generated documents per day
+SANDBOX_MYSUITE_DM_MAX_CFDI            200000       CFDI per request before 5003
+SANDBOX_MYSUITE_DM_MAX_METADATA        1000000      metadata records per request before 5003
+SANDBOX_MYSUITE_DM_PACKAGE_SIZE        5000         documents per package
+SANDBOX_MYSUITE_DM_MAX_DOWNLOADS       2            links per package before "Maximo de descargas"
+SANDBOX_MYSUITE_DM_CANCELLED_RATE      0.05         share of generated documents cancelled
 SANDBOX_MYSUITE_BENCH                  0            preset: no size minimum, no processing, no latency
 =====================================  ===========  ==================================================
 """

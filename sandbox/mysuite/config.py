@@ -24,6 +24,14 @@ DEFAULT_PROCESSOR = {"test": "TEST-BACK02", "production": "PROD-BACK01"}
 PRESETS = ("bench", "default")
 
 
+def parse_timeline(text: str) -> tuple[int, ...]:
+    """`"1,2,3"` → (1, 2, 3): SAT states one step apart; a timeline that never ends stays at its last."""
+    states = tuple(int(item) for item in text.replace("→", ",").replace(" ", "").split(",") if item)
+    if not states or any(state not in (1, 2, 3, 4, 5, 6) for state in states):
+        raise ValueError("a timeline is a comma list of SAT states 1-6, such as 1,2,3")
+    return states
+
+
 class ConfigError(ValueError):
     """A knob name or value the sandbox cannot accept; the admin endpoint answers 400 with it."""
 
@@ -55,6 +63,14 @@ class MySuiteSandboxConfig:
     fault_transactions: tuple[str, ...] = ()
     faults_on_files: bool = False
     json_leading_space: bool = False
+    dm_timeline: str = "1,2,3"
+    dm_step_seconds: float = 1.0
+    dm_cfdi_per_day: int = 20
+    dm_max_cfdi: int = 200_000
+    dm_max_metadata: int = 1_000_000
+    dm_package_size: int = 5000
+    dm_max_downloads: int = 2
+    dm_cancelled_rate: float = 0.05
 
     def __post_init__(self) -> None:
         if self.env not in DEFAULT_MAX_BYTES:
@@ -74,6 +90,18 @@ class MySuiteSandboxConfig:
             "link_ttl_seconds",
             "latency_ms",
         ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        try:
+            parse_timeline(self.dm_timeline)
+        except ValueError as exc:
+            raise ConfigError(f"dm_timeline: {exc}") from None
+        if self.dm_step_seconds < 0 or not 0.0 <= self.dm_cancelled_rate <= 1.0:
+            raise ConfigError("dm_step_seconds must not be negative and dm_cancelled_rate must be between 0 and 1")
+        for name in ("dm_package_size", "dm_max_downloads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("dm_cfdi_per_day", "dm_max_cfdi", "dm_max_metadata"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_bytes is not None and self.max_bytes < 0:
@@ -122,7 +150,9 @@ class MySuiteSandboxConfig:
         `default` returns to the configuration the app started with (by default, the environment's).
         """
         if preset == "bench":
-            return dataclasses.replace(self, min_bytes=0, processing_base_seconds=0.0, seconds_per_mb=0.0, latency_ms=0)
+            return dataclasses.replace(
+                self, min_bytes=0, processing_base_seconds=0.0, seconds_per_mb=0.0, latency_ms=0, dm_step_seconds=0.0
+            )
         if preset == "default":
             return default if default is not None else MySuiteSandboxConfig.from_env()
         raise ConfigError(f"preset must be one of {list(PRESETS)}")
@@ -218,4 +248,12 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "fault_transactions": _parse_names,
     "faults_on_files": _parse_bool,
     "json_leading_space": _parse_bool,
+    "dm_timeline": _parse_str,
+    "dm_step_seconds": _parse_float,
+    "dm_cfdi_per_day": _parse_int,
+    "dm_max_cfdi": _parse_int,
+    "dm_max_metadata": _parse_int,
+    "dm_package_size": _parse_int,
+    "dm_max_downloads": _parse_int,
+    "dm_cancelled_rate": _parse_float,
 }

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.mysuite.descarga import DmStore
 from sandbox.mysuite.native import NativeDocument
 
 STATUS_PENDING = 1
@@ -87,6 +88,7 @@ class Store:
     sync_counters: dict[str, SyncCounter] = field(default_factory=dict)
     transactions: dict[str, TransactionCounter] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=lambda: {"downloads": 0, "expired": 0, "not_found": 0, "faults": 0})
+    descarga: DmStore = field(default_factory=DmStore)
 
     def reset(self) -> None:
         with self.lock:
@@ -100,6 +102,7 @@ class Store:
             self.transactions.clear()
             for key in self.files:
                 self.files[key] = 0
+        self.descarga.reset()
 
     # Counters. Callers hold no lock; each method takes it for its own short update.
 
@@ -226,4 +229,5 @@ class Store:
                     "issued": sum(len(docs) for docs in self.issued_by_serial.values()),
                 },
                 "files": dict(self.files),
+                "descarga": self.descarga.snapshot(),
             }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sandbox.mysuite.config import MIB, MySuiteSandboxConfig
+from sandbox.mysuite.descarga import DescargaMasiva
 from sandbox.mysuite.native import (
     NativeDocument,
     NativeError,
@@ -56,7 +57,15 @@ DUPLICATE_TEXT = (
 )
 MAX_INTERNAL_ID = 50
 ASYNC_TRANSACTIONS = ("ASYNC_CONVERT_NATIVE_XML", "ASYNC_CONVERT_VERIFY", "ASYNC_RETRIEVE_DOCUMENT")
-SYNC_TRANSACTIONS = ("CONVERT_NATIVE_XML", "LOOKUP_ISSUED_INTERNAL_ID", "GET_DOCUMENT")
+DM_TRANSACTIONS = (
+    "REGISTRAR_SOLICITUD_DM_SAT",
+    "OBTENER_SOLICITUD_DM_SAT",
+    "OBTENER_LINK_ARCHIVO_DM_SAT",
+    "OBTENER_LISTA_SOLICITUDES_DM_SAT",
+)
+SYNC_TRANSACTIONS = ("CONVERT_NATIVE_XML", "LOOKUP_ISSUED_INTERNAL_ID", "GET_DOCUMENT", *DM_TRANSACTIONS)
+LINK_KINDS = ("xml", "pdf", "pkg")
+"""What a download token points at: an async document's XML or PDF, or a Descarga Masiva package."""
 
 # Status-3 texts, picked deterministically per request; shaped like the SAT validation errors PACs relay.
 FAILURE_MESSAGES = (
@@ -111,6 +120,7 @@ class Transactions:
         self.store = store
         self.config = config
         self._link_key = secrets.token_bytes(32)
+        self.descarga = DescargaMasiva(store.descarga, config)
 
     def execute(self, request: SoapRequest, service: str, base_url: str) -> Answer:
         transaction = request.transaction
@@ -320,12 +330,14 @@ class Transactions:
             return None
         body, mac = ".".join(parts[:4]), parts[4]
         expected = hmac.new(self._link_key, body.encode(), hashlib.sha256).hexdigest()[:32]
-        if not hmac.compare_digest(mac, expected) or parts[1] not in ("xml", "pdf"):
+        if not hmac.compare_digest(mac, expected) or parts[1] not in LINK_KINDS:
             return None
         return LinkToken(request_id=parts[0], kind=parts[1], expires_at=int(parts[2]) / 1000)
 
     def file_content(self, link: LinkToken) -> tuple[bytes, str, str] | None:
         """The bytes behind a link, built now from the stored ids: (content, media type, file name)."""
+        if link.kind == "pkg":
+            return self.descarga.package_content(link.request_id)
         found = self.store.request_by_id(link.request_id)
         if found is None or found.document is None:
             return None
@@ -337,6 +349,25 @@ class Transactions:
         if self.config().link_content == "zip":
             return zipped(name, content), "application/zip", name.rsplit(".", 1)[0] + f"_{link.kind}.zip"
         return content, media, name
+
+    # Descarga Masiva (sync endpoint; see sandbox.mysuite.descarga)
+
+    def _registrar_solicitud_dm_sat(self, request: SoapRequest, base_url: str) -> Answer:
+        return self.descarga.register(request.text("Entity"), request.get("Data1") or "")
+
+    def _obtener_solicitud_dm_sat(self, request: SoapRequest, base_url: str) -> Answer:
+        return self.descarga.get_request(request.text("Entity"), request.text("Data1"))
+
+    def _obtener_link_archivo_dm_sat(self, request: SoapRequest, base_url: str) -> Answer:
+        expires_at = time.time() + self.config().link_ttl_seconds
+
+        def link(package_id: str) -> str:
+            return f"{base_url}/files/{self.sign(package_id, 'pkg', expires_at)}"
+
+        return self.descarga.get_link(request.text("Entity"), request.text("Data1"), request.text("Data2"), link)
+
+    def _obtener_lista_solicitudes_dm_sat(self, request: SoapRequest, base_url: str) -> Answer:
+        return self.descarga.list_requests(request.text("Entity"), request.get("Data1") or "")
 
     # CONVERT_NATIVE_XML (sync)
 

@@ -25,6 +25,11 @@ class Stack:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run_cli(self.env, *args, check=check)
 
+    def submit_batch(self, folder: Path) -> None:
+        """Submit a `write_batch` folder: it holds one invalid document, so the CLI exits 3."""
+        result = self.cli("submit", str(folder), check=False)
+        assert result.returncode == 3, result.stderr[-2000:]
+
     def worker(self, name: str = "w1", **kwargs: Any) -> Worker:
         return Worker(self.env, self.home / f"{name}.log", name=name, **kwargs)
 

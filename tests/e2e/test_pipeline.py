@@ -24,7 +24,7 @@ def test_batch_reaches_final_states_on_postgresql_and_redis(pg_stack: Stack, tmp
     docs = write_batch(tmp_path / "batch", 55, "PG")
     worker = pg_stack.worker(pool="prefork", concurrency=2).start()
     try:
-        pg_stack.cli("submit", str(tmp_path / "batch"))
+        pg_stack.submit_batch(tmp_path / "batch")
         wait_until(
             lambda: all(s in FINAL for s in pg_stack.states().values()) and len(pg_stack.states()) == len(docs),
             timeout=150,
@@ -99,7 +99,7 @@ def test_links_are_refreshed_before_they_expire(pg_stack: Stack, tmp_path: Path)
 
 def test_lost_messages_are_recovered_by_the_sweep(pg_stack: Stack, redis_url: str, tmp_path: Path) -> None:
     docs = write_batch(tmp_path / "lost", 10, "LOST")
-    pg_stack.cli("submit", str(tmp_path / "lost"))
+    pg_stack.submit_batch(tmp_path / "lost")
     redis.Redis.from_url(redis_url).flushdb()  # every published message is gone
     worker = pg_stack.worker().start()
     try:
@@ -135,7 +135,7 @@ def test_batch_on_the_embedded_default(embedded_stack: Stack, tmp_path: Path) ->
     docs = write_batch(tmp_path / "embedded", 20, "EMB")
     worker = embedded_stack.worker(concurrency=4).start()
     try:
-        embedded_stack.cli("submit", str(tmp_path / "embedded"))
+        embedded_stack.submit_batch(tmp_path / "embedded")
         wait_until(
             lambda: (
                 len(embedded_stack.states()) == len(docs) and all(s in FINAL for s in embedded_stack.states().values())

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,12 +137,16 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 
 
 def batch(prefix: str, count: int, *, small_every: int = 25) -> dict[str, bytes]:
-    """`count` invoices: most over the async minimum, every `small_every`-th small (sync path)."""
+    """`count` invoices: most over the async minimum, every `small_every`-th small (sync path).
+
+    Folios are unique per internal id, as a real series issues them: a lookup by serie and folio
+    after a lost answer must find this document, not one of another batch.
+    """
     docs = {}
     for n in range(count):
         key = f"{prefix}-{n:03d}"
         size = 1200 if n % small_every == small_every - 1 else 5000 + 600 * (n % 8)
-        docs[key] = native_xml(key, size, folio=n + 1)
+        docs[key] = native_xml(key, size, folio=zlib.crc32(key.encode()))
     return docs
 
 

@@ -68,8 +68,9 @@ def test_no_secret_payload_or_link_in_logs_output_or_repr(fault_stack: FaultStac
     folder.mkdir()
     for key, payload in docs.items():
         (folder / f"{key}.xml").write_bytes(payload)
-    for args in (("submit", str(folder)), ("submit", str(bad), "--json")):
-        result = stack.cli(*args)
+    for args, code in ((("submit", str(folder)), 0), (("submit", str(bad), "--json"), 3)):
+        result = stack.cli(*args, check=False)
+        assert result.returncode == code, result.stderr
         outputs += [result.stdout, result.stderr]
     stack.wait_final(len(docs) + 1, timeout=120)
     stack.stop_workers()

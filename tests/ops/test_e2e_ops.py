@@ -82,7 +82,7 @@ def test_metrics_and_flower_after_a_run_and_an_outage(stack: Stack, tmp_path: Pa
         wait_until(lambda: " ready." in worker.log_text(), timeout=30, what="the worker to be ready")
         # Flower turns task events on in running workers by remote control, every few seconds.
         wait_until(lambda: "enabled by remote" in worker.log_text(), timeout=20, what="Flower to enable task events")
-        stack.cli("submit", str(tmp_path / "batch"))
+        stack.submit_batch(tmp_path / "batch")
         wait_until(lambda: stack.all_final(len(docs)), timeout=60, what="every invoice in a final state")
         check_flower(flower.url)
 

@@ -144,9 +144,9 @@ def test_transitions_are_counted_by_every_process_that_makes_them(tmp_path: Path
         """
         from datetime import timedelta
         import worker.app
-        from tasks.context import store
+        from tasks.context import services
         for n in range(3):
-            store().jobs.create_job(provider='mysuite', entity='E', internal_id=f'T{n}', payload=b'<x/>', actor='test',
+            services().store.jobs.create_job(provider='mysuite', entity='E', internal_id=f'T{n}', payload=b'<x/>', actor='test',
                                deadline=timedelta(hours=1), dispatch_grace=timedelta(seconds=30))
         """,
         env,
@@ -155,8 +155,8 @@ def test_transitions_are_counted_by_every_process_that_makes_them(tmp_path: Path
         """
         import worker.app
         from models import JobState
-        from tasks.context import store
-        st = store()
+        from tasks.context import services
+        st = services().store
         for n, job in enumerate(st.jobs.list_jobs()):
             st.steps.transition(job.id, JobState.QUEUED, JobState.SUBMITTED, actor='test')
             st.steps.transition(job.id, JobState.SUBMITTED, JobState.ISSUED if n else JobState.FAILED, actor='test',

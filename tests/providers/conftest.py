@@ -11,6 +11,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from providers.links import LinkPolicy
 from providers.mysuite import MySuiteClient, MySuiteConfig
 from sandbox.mysuite import MySuiteSandboxConfig, create_app
 from sandbox.server import ServerThread
@@ -86,8 +87,8 @@ def make_client(sandbox: MySuiteSandbox) -> Iterator[Any]:
         incall_wait=0.0,
     )
 
-    def make(**overrides: Any) -> MySuiteClient:
-        client = MySuiteClient(replace(base, **overrides))
+    def make(*, links: LinkPolicy | None = None, **overrides: Any) -> MySuiteClient:
+        client = MySuiteClient(replace(base, **overrides), links=links)
         made.append(client)
         return client
 

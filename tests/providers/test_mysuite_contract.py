@@ -30,6 +30,7 @@ from providers.base import (
     VerifyStatus,
     add_request_observer,
 )
+from providers.links import LinkPolicy
 from providers.mysuite import LinkExpired, MySuiteClient
 from sandbox.server import ServerThread
 from tests.providers.conftest import MySuiteSandbox
@@ -435,7 +436,8 @@ def test_http_statuses_on_downloads(
     make_client: MakeClient, status_server: str, tmp_path: Path, status: int, error: type
 ) -> None:
     with pytest.raises(error) as raised:
-        make_client().download(f"{status_server}/{status}/file.zip?sig=secret", tmp_path / "f.zip")
+        client = make_client(links=LinkPolicy.for_provider([status_server], {}))
+        client.download(f"{status_server}/{status}/file.zip?sig=secret", tmp_path / "f.zip")
     assert type(raised.value) is error and "secret" not in str(raised.value)
     assert not any(tmp_path.iterdir())
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from providers.answers import MalformedAnswer
 from providers.base import AuthError, PermanentError, RateLimitedError, TransientError, VerifyStatus
 from providers.mysuite.parsing import (
     interpret_http_answer,
@@ -313,12 +314,15 @@ def test_missing_or_odd_links_are_transient(rd1: str | None, rd3: str | None) ->
 
 def test_lookup() -> None:
     assert parse_lookup(parse_transaction_reply(envelope(rd1="0"))) is None
-    record = b64("<Documento><uuid>687BC63C-e03e</uuid><batch>A</batch><serial>12</serial></Documento>")
+    guid = "687BC63C-e03e-4c64-8eff-602de879bd1e"
+    record = b64(f"<Documento><uuid>{guid}</uuid><batch>A</batch><serial>12</serial></Documento>")
     hit = parse_lookup(parse_transaction_reply(envelope(rd1=" 1 ", rd2=record)))
-    assert hit is not None and (hit.guid, hit.batch, hit.serial) == ("687BC63C-e03e", "A", "12")
-    attrs = b64('<Lookup Uuid="u-1" Batch="" Serial="7"/>')
+    assert hit is not None and (hit.guid, hit.batch, hit.serial) == (guid, "A", "12")
+    attrs = b64(f'<Lookup Uuid="{{{guid}}}" Batch="" Serial="7"/>')
     hit = parse_lookup(parse_transaction_reply(envelope(rd1="2", rd2=attrs)))
-    assert hit is not None and (hit.guid, hit.batch, hit.serial) == ("u-1", None, "7")
+    assert hit is not None and (hit.guid, hit.batch, hit.serial) == (guid, None, "7")
+    with pytest.raises(MalformedAnswer):
+        parse_lookup(parse_transaction_reply(envelope(rd1="1", rd2=b64('<Lookup Uuid="u-1" Serial="7"/>'))))
     with pytest.raises(TransientError):
         parse_lookup(parse_transaction_reply(envelope(rd1="1")))
     with pytest.raises(TransientError):

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+import unicodedata
 from datetime import datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from providers.base import InvalidPayload, ProviderError, TransientError, VerifyStatus
+from providers.links import PDF, XML, ZIP, LinkPolicy, UnexpectedContent
 from providers.mysuite.client import DownloadSink
 from providers.mysuite.parsing import (
     interpret_http_answer,
@@ -168,7 +170,7 @@ def test_any_internal_id(internal_id: str) -> None:
         assert (
             not (1 <= len(internal_id) <= 50)
             or internal_id != internal_id.strip()
-            or any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in internal_id)
+            or any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in internal_id)
         )
 
 
@@ -210,9 +212,37 @@ def test_download_sink_never_crashes(served: bytes, cuts: list[int]) -> None:
     out = io.BytesIO()
     try:
         digest, size, _ = _stream(served, cuts, out)
-    except TransientError:
+    except (TransientError, UnexpectedContent):
         return
     assert size == len(out.getvalue()) and digest == hashlib.sha256(out.getvalue()).hexdigest()
+
+
+@FAST
+@given(
+    st.sampled_from([b"PK\x03\x04", b"%PDF-1.7\n", b"<?xml version='1.0'?>"]),
+    st.integers(min_value=0, max_value=3000),
+    st.integers(min_value=20, max_value=2000),
+    st.booleans(),
+    st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=8),
+)
+def test_download_sink_stops_at_the_cap(magic: bytes, extra: int, cap: int, encoded: bool, cuts: list[int]) -> None:
+    content = magic + b"x" * extra
+    served = base64.b64encode(content) if encoded else content
+    policy = LinkPolicy(frozenset(), max_bytes={XML: cap, PDF: cap, ZIP: cap})
+    out = io.BytesIO()
+    sink = DownloadSink(out, policy)
+    try:
+        position = 0
+        for cut in cuts:
+            sink.write(served[position : position + cut])
+            position += cut
+        sink.write(served[position:])
+        size = sink.finish()[1]
+    except UnexpectedContent:
+        assert len(content) > cap
+    else:
+        assert size == len(content) <= cap
+    assert len(out.getvalue()) <= cap  # nothing past the cap is ever written
 
 
 @settings(max_examples=12, deadline=None)

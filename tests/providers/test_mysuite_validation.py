@@ -27,12 +27,12 @@ def test_a_native_document_passes(client: MySuiteClient) -> None:
     ("internal_id", "message"),
     [
         ("", "empty"),
-        ("x" * 51, "51 characters; MYSuite accepts at most 50"),
+        ("x" * 51, "51 characters; the limit is 50"),
         ("INV\n1", "control"),
         ("INV\x001", "control"),
         ("INV\x7f", "control"),
-        (" INV-1", "whitespace"),
-        ("INV-1 ", "whitespace"),
+        (" INV-1", "spaces"),
+        ("INV-1 ", "spaces"),
     ],
 )
 def test_bad_internal_ids(client: MySuiteClient, internal_id: str, message: str) -> None:
