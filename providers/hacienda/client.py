@@ -129,6 +129,7 @@ class HaciendaClient:
 
     batch_size = 50
     retrieve_in_verify = False
+    polls_through_sweep = False
 
     def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
         """No batch endpoint: one call per id, over this client's kept-alive connections."""

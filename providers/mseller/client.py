@@ -88,6 +88,8 @@ class MSellerClient:
     name = NAME
     # An issued verify result carries the final record (files["json"]): nothing left to retrieve.
     retrieve_in_verify = True
+    # Polls wait for the sweep, which groups the due e-NCF into one batch status call.
+    polls_through_sweep = True
 
     def __init__(
         self,
