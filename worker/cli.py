@@ -506,7 +506,7 @@ def _cli_actor() -> str:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=PORT)
 def api(host: str, port: int) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Needs EINVOICE_API_SECRET."""
     import uvicorn
@@ -682,7 +682,7 @@ def webhooks_remove(subscription_id: str) -> None:
 
 @webhooks.command("deliveries")
 @click.option("--failed", is_flag=True, help="Only dead letters and deliveries still being retried.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def webhooks_deliveries(failed: bool, limit: int, as_json: bool) -> None:
     """Recent deliveries, newest first."""
