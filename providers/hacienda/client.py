@@ -38,6 +38,7 @@ from providers.hacienda.comprobante import Clave, child_text, parse_clave, parse
 from providers.hacienda.settings import HaciendaSettings
 from providers.hacienda.token import TokenSource
 from providers.ratelimit import RateLimiter, retry_after_seconds
+from providers.tokens import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ REJECTED_STATES = {"rechazado", "error"}
 DUPLICATE_MARK = "ya fue recibido"
 MAX_MESSAGE = 2000
 MAX_RESPUESTA_BYTES = 5 * 1024 * 1024
-
-
-class _Unauthorized(AuthError):
-    """A 401 from the API: the token may just have been revoked, so it earns one renewal."""
 
 
 class HaciendaClient:
@@ -202,20 +199,7 @@ class HaciendaClient:
         body: dict[str, Any] | None,
         handle: Callable[[httpx.Response], T],
     ) -> T:
-        token = self._tokens.get()
-        try:
-            return self._send(operation, method, url, body, token, handle)
-        except _Unauthorized:
-            log.warning("hacienda: API refused the access token on %s; renewing it once", operation)
-        token = self._tokens.renew(token)
-        try:
-            return self._send(operation, method, url, body, token, handle)
-        except _Unauthorized as exc:
-            raise AuthError(
-                "hacienda API refused a freshly issued token (HTTP 401)",
-                code="401",
-                description=exc.description,
-            ) from None
+        return self._tokens.authorized(operation, lambda token: self._send(operation, method, url, body, token, handle))
 
     def _send(
         self,
@@ -237,7 +221,7 @@ class HaciendaClient:
             status = response.status_code
             cause = _cause(response)
             if status == 401:
-                raise _Unauthorized("hacienda API refused the token (HTTP 401)", code="401", description=cause)
+                raise Unauthorized("hacienda API refused the token (HTTP 401)", code="401", description=cause)
             if status == 403:
                 raise AuthError(
                     "hacienda API access is blocked for these credentials (HTTP 403)",

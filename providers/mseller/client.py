@@ -51,6 +51,7 @@ from providers.mseller.ecf import (
 from providers.mseller.settings import MAX_BATCH, MSellerSettings
 from providers.mseller.token import TokenSource
 from providers.ratelimit import Rate, RateLimiter, retry_after_seconds
+from providers.tokens import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,6 @@ THROTTLE_MARKERS = ("too many requests", "throttl")
 # burst (a gateway's own bucket holds at least a second's requests).
 RATE_WINDOW = 10
 MAX_MESSAGE = 2000
-
-
-class _Unauthorized(AuthError):
-    """A 401 from the API: the idToken may just have expired, so it earns one renewal."""
 
 
 def plan_rates(requests_per_second: int) -> list[Rate]:
@@ -240,18 +237,9 @@ class MSellerClient:
     def _call(
         self, operation: str, method: str, path: str, body: bytes | None, handle: Callable[[httpx.Response], T]
     ) -> T:
-        token = self._tokens.get()
-        try:
-            return self._send(operation, method, path, body, token, handle)
-        except _Unauthorized:
-            log.warning("mseller: API refused the idToken on %s; logging in again once", operation)
-        token = self._tokens.renew(token)
-        try:
-            return self._send(operation, method, path, body, token, handle)
-        except _Unauthorized as exc:
-            raise AuthError(
-                "mseller API refused a freshly issued idToken (HTTP 401)", code="401", description=exc.description
-            ) from None
+        return self._tokens.authorized(
+            operation, lambda token: self._send(operation, method, path, body, token, handle)
+        )
 
     def _send(
         self,
@@ -281,7 +269,7 @@ class MSellerClient:
             if status in (401, 403, 412, 429) or status >= 500 or status == 499:
                 code, message = _error_body(response)
                 if status == 401:
-                    raise _Unauthorized("mseller API refused the idToken (HTTP 401)", code="401", description=message)
+                    raise Unauthorized("mseller API refused the idToken (HTTP 401)", code="401", description=message)
                 if status == 403:
                     raise AuthError(
                         "mseller refused the API key or its permissions (HTTP 403)",
