@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import math
 import re
@@ -31,6 +30,7 @@ from providers.base import (
     VerifyResult,
     VerifyStatus,
 )
+from providers.ratelimit import parse_retry_after
 
 WS_NS = "http://www.fact.com.mx/schema/ws"
 SOAP_ENVELOPE_NAMESPACES = frozenset(
@@ -255,26 +255,6 @@ def refusal_error(reply: TransactionReply, operation: str) -> PermanentError | A
         hint=clip(reply.hint),
         data=clip(reply.data),
     )
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None if unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, min(seconds, 86400.0))
 
 
 def interpret_http_answer(status: int, headers: Mapping[str, str], body: bytes) -> TransactionReply:
