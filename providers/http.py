@@ -1,4 +1,4 @@
-"""HTTP plumbing the SOAP clients share: a connection pool that survives forks, capped reads.
+"""HTTP plumbing the clients share: a connection pool that survives forks, capped reads, setup.
 
 One client is shared by every thread of a process, and httpx's pool is thread-safe. After a fork
 (Celery prefork) the child must not touch the pool it inherited, whose sockets the parent still
@@ -13,6 +13,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -70,3 +71,20 @@ def read_capped(chunks: Iterator[bytes], limit: int, provider: str) -> bytes:
             raise TransientError(f"{provider} answer is larger than {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
+
+
+def api_client(connect_timeout: float, read_timeout: float) -> httpx.Client:
+    """The JSON APIs' client: one per provider client, kept alive across calls."""
+    return httpx.Client(
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        headers={"User-Agent": "einvoice-worker"},
+    )
+
+
+def shared_redis(url: str | None) -> Any:
+    """The Redis holding the shared token and rate limits, or None to keep both in the process."""
+    if not url:
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)

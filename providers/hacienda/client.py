@@ -37,6 +37,7 @@ from providers.base import (
 from providers.hacienda.comprobante import Clave, child_text, parse_clave, parse_comprobante, parse_xml
 from providers.hacienda.settings import HaciendaSettings
 from providers.hacienda.token import TokenSource
+from providers.http import api_client, shared_redis
 from providers.ratelimit import RateLimiter, retry_after_seconds
 from providers.tokens import Unauthorized
 
@@ -59,15 +60,8 @@ class HaciendaClient:
     def __init__(self, settings: HaciendaSettings, *, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self._base = settings.api_url.rstrip("/") + "/recepcion"
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            headers={"User-Agent": "einvoice-worker"},
-        )
-        self._redis: Any = None
-        if settings.redis_url:
-            import redis
-
-            self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._http = api_client(settings.connect_timeout, settings.read_timeout)
+        self._redis = shared_redis(settings.redis_url)
         self._tokens = TokenSource(settings, self._http, self._redis)
         self.limiter = limiter or RateLimiter(
             f"hacienda:{settings.entity or 'default'}",

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
@@ -40,6 +40,7 @@ from providers.base import (
     VerifyStatus,
     observed,
 )
+from providers.http import api_client, shared_redis
 from providers.mseller.budget import AccountPausedError, MonthlyBudget, make_budget, next_month_start
 from providers.mseller.ecf import (
     MalformedAnswer,
@@ -94,15 +95,8 @@ class MSellerClient:
         limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            headers={"User-Agent": "einvoice-worker"},
-        )
-        self._redis: Any = None
-        if settings.redis_url:
-            import redis
-
-            self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._http = api_client(settings.connect_timeout, settings.read_timeout)
+        self._redis = shared_redis(settings.redis_url)
         self._tokens = TokenSource(settings, self._http, self._redis)
         account = hashlib.sha256(f"{settings.base}\0{settings.email or ''}".encode()).hexdigest()[:16]
         self.limiter = limiter or RateLimiter(
