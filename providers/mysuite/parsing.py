@@ -31,6 +31,7 @@ from providers.base import (
     VerifyStatus,
 )
 from providers.ratelimit import parse_retry_after
+from providers.xml import clip, parse_untrusted
 
 WS_NS = "http://www.fact.com.mx/schema/ws"
 SOAP_ENVELOPE_NAMESPACES = frozenset(
@@ -43,33 +44,8 @@ MEXICO_CITY = timezone(timedelta(hours=-6), "America/Mexico_City")
 
 DUPLICATE_CODE = "3196"
 
-_PARSER_OPTIONS: dict[str, Any] = {
-    "resolve_entities": False,
-    "no_network": True,
-    "load_dtd": False,
-    "dtd_validation": False,
-    "huge_tree": True,
-    "remove_blank_text": False,
-}
 _NET_DATE = re.compile(r"^/Date\((-?\d{1,15})([+-]\d{4})?\)/$")
 _BASE64_TEXT = re.compile(rb"^[A-Za-z0-9+/\s]*={0,2}\s*$")
-_MAX_TEXT = 300
-
-
-def safe_xml_parser() -> Any:
-    """A parser for XML we did not write: no entity expansion, no DTD, no network.
-
-    huge_tree only lifts libxml2's 10 MB text-node limit (base64 PDFs in sync answers); with entity
-    resolution off it opens no expansion attack, and every input is size-bounded before parsing.
-    """
-    return etree.XMLParser(**_PARSER_OPTIONS)
-
-
-def clip(text: str | None, limit: int = _MAX_TEXT) -> str | None:
-    """Keep provider texts short enough for one log line and one event row."""
-    if text is None:
-        return None
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -133,17 +109,7 @@ def parse_bool(value: str | None) -> bool | None:
 
 
 def _parse_document(content: bytes, what: str) -> Any:
-    try:
-        root = etree.fromstring(content, parser=safe_xml_parser())
-    except (etree.LxmlError, ValueError) as exc:
-        raise TransientError(f"MYSuite {what} is not well-formed XML: {clip(str(exc), 120)}") from None
-    if root is None:
-        raise TransientError(f"MYSuite {what} is empty")
-    if root.getroottree().docinfo.doctype:
-        # SOAP forbids a DTD in a message and MYSuite never sends one; left unresolved, its entity
-        # references would turn up as nodes that are not elements.
-        raise TransientError(f"MYSuite {what} carries a DOCTYPE")
-    return root
+    return parse_untrusted(content, f"MYSuite {what}", TransientError)
 
 
 def _soap_body(root: Any) -> Any:

@@ -34,11 +34,11 @@ from providers.prodigia.inputs import (
     cfdi_text,
     clean_datos,
     parse_cfdi,
-    safe_parser,
 )
 from providers.prodigia.parsing import AddendaAnswer, interpret_http_answer, refusal
 from providers.prodigia.signed import AddendaRefused, verify_attached
 from providers.prodigia.soap import EnvelopeBuilder
+from providers.xml import parse_untrusted
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,7 @@ class AddendaClient:
 
 def _checked_node(content: bytes) -> bytes:
     """The procesarAddenda document if it is a well-formed `cfdi:Addenda` with content."""
-    try:
-        root = etree.fromstring(content, parser=safe_parser())
-    except (etree.LxmlError, ValueError) as exc:
-        raise AddendaRefused(f"the addenda returned is not well-formed XML: {str(exc)[:120]}") from None
-    if root is None or root.getroottree().docinfo.doctype:
-        raise AddendaRefused("the addenda returned is empty or carries a DOCTYPE")
+    root = parse_untrusted(content, "the addenda returned", AddendaRefused)
     qname = etree.QName(root)
     if qname.localname != "Addenda" or qname.namespace not in CFDI_NAMESPACES:
         raise AddendaRefused("the document returned is not a cfdi:Addenda")
