@@ -26,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sandbox.mysuite.config import ConfigError, MySuiteSandboxConfig
+from sandbox.knobs import ConfigError
+from sandbox.mysuite.config import MySuiteSandboxConfig
 from sandbox.mysuite.soap import (
     ZERO_GUID,
     Answer,

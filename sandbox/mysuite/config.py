@@ -12,6 +12,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.knobs import (
+    ConfigError,
+    env_knobs,
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_knobs,
+    parse_names,
+    parse_optional_int,
+    parse_str,
+)
+
 MIB = 1024 * 1024
 ENV_PREFIX = "SANDBOX_MYSUITE_"
 
@@ -22,10 +34,6 @@ DEFAULT_MAX_BYTES = {"test": 4 * MIB, "production": 40 * MIB}
 DEFAULT_PROCESSOR = {"test": "TEST-BACK02", "production": "PROD-BACK01"}
 
 PRESETS = ("bench", "default")
-
-
-class ConfigError(ValueError):
-    """A knob name or value the sandbox cannot accept; the admin endpoint answers 400 with it."""
 
 
 @dataclass(frozen=True)
@@ -104,17 +112,7 @@ class MySuiteSandboxConfig:
         preset = changes.get("preset")
         if preset is not None:
             base = base.with_preset(str(preset), default)
-        values: dict[str, Any] = {}
-        for name, raw in changes.items():
-            if name == "preset":
-                continue
-            if name not in _PARSERS:
-                raise ConfigError(f"unknown knob {name!r}")
-            try:
-                values[name] = _PARSERS[name](raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"bad value for {name}: {exc}") from exc
-        return dataclasses.replace(base, **values)
+        return dataclasses.replace(base, **parse_knobs(_PARSERS, changes))
 
     def with_preset(self, preset: str, default: MySuiteSandboxConfig | None = None) -> MySuiteSandboxConfig:
         """`bench` removes every artificial wait so benchmarks measure the client, not the simulator.
@@ -130,13 +128,8 @@ class MySuiteSandboxConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MySuiteSandboxConfig:
         env = os.environ if environ is None else environ
-        changes: dict[str, Any] = {}
-        for name in _PARSERS:
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
-                changes[name] = raw
-        config = cls().updated(changes)
-        if _parse_bool(env.get(ENV_PREFIX + "BENCH", "0")):
+        config = cls().updated(env_knobs(_PARSERS, ENV_PREFIX, environ))
+        if parse_bool(env.get(ENV_PREFIX + "BENCH", "0")):
             config = config.with_preset("bench")
         return config
 
@@ -144,78 +137,32 @@ class MySuiteSandboxConfig:
 FAULT_RATES = ("http500_rate", "soap_fault_rate", "drop_rate", "drop_after_rate", "malformed_rate")
 
 
-def _parse_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, int | float):
-        return bool(raw)
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
-
-
-def _parse_int(raw: object) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("booleans are not numbers")
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    return int(str(raw).strip())
-
-
-def _parse_optional_int(raw: object) -> int | None:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
-        return None
-    return _parse_int(raw)
-
-
-def _parse_float(raw: object) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("booleans are not numbers")
-    if isinstance(raw, int | float):
-        return float(raw)
-    return float(str(raw).strip())
-
-
-def _parse_str(raw: object) -> str:
-    if not isinstance(raw, str | int):
-        raise ValueError("expected a string")
-    return str(raw).strip()
-
-
-def _parse_names(raw: object) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple):
-        raise ValueError("expected a list or a comma-separated string")
-    return tuple(str(item).strip().upper() for item in items if str(item).strip())
+def _names(raw: object) -> tuple[str, ...]:
+    return tuple(name.upper() for name in parse_names(raw))
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "env": lambda raw: _parse_str(raw).lower(),
-    "min_bytes": _parse_int,
-    "max_bytes": _parse_optional_int,
-    "processing_base_seconds": _parse_float,
-    "seconds_per_mb": _parse_float,
-    "failure_rate": _parse_float,
-    "seed": _parse_int,
-    "link_ttl_seconds": _parse_float,
-    "link_content": lambda raw: _parse_str(raw).lower(),
-    "public_url": lambda raw: _parse_str(raw).rstrip("/"),
-    "requestor": _parse_str,
-    "processor": _parse_str,
-    "latency_ms": _parse_int,
-    "http500_rate": _parse_float,
-    "soap_fault_rate": _parse_float,
-    "drop_rate": _parse_float,
-    "drop_after_rate": _parse_float,
-    "malformed_rate": _parse_float,
-    "outage": _parse_bool,
-    "outage_mode": _parse_str,
-    "fault_transactions": _parse_names,
-    "faults_on_files": _parse_bool,
-    "json_leading_space": _parse_bool,
+    "env": lambda raw: parse_str(raw).lower(),
+    "min_bytes": parse_int,
+    "max_bytes": parse_optional_int,
+    "processing_base_seconds": parse_float,
+    "seconds_per_mb": parse_float,
+    "failure_rate": parse_float,
+    "seed": parse_int,
+    "link_ttl_seconds": parse_float,
+    "link_content": lambda raw: parse_str(raw).lower(),
+    "public_url": lambda raw: parse_str(raw).rstrip("/"),
+    "requestor": parse_str,
+    "processor": parse_str,
+    "latency_ms": parse_int,
+    "http500_rate": parse_float,
+    "soap_fault_rate": parse_float,
+    "drop_rate": parse_float,
+    "drop_after_rate": parse_float,
+    "malformed_rate": parse_float,
+    "outage": parse_bool,
+    "outage_mode": parse_str,
+    "fault_transactions": _names,
+    "faults_on_files": parse_bool,
+    "json_leading_space": parse_bool,
 }

@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.knobs import ConfigError
 from sandbox.prodigia.addendas import DatosError, addenda_document, attach, generate
-from sandbox.prodigia.config import ConfigError, ProdigiaSandboxConfig
+from sandbox.prodigia.config import ProdigiaSandboxConfig
 from sandbox.prodigia.wsdl import render_wsdl
 
 SERVICE_PATH = "padeserv/integracionaddendas"
