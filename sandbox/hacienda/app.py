@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from sandbox.admin import admin_routes
 from sandbox.hacienda.config import HaciendaSandboxConfig
 
 MENSAJE_NS = "https://cdn.comprobanteselectronicos.go.cr/xml-schemas/v4.4/mensajeHacienda"
@@ -359,36 +360,20 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
 
     # ---- Admin -----------------------------------------------------------------------------
 
-    async def get_config(request: Request) -> Response:
-        return JSONResponse(state.config.as_json())
-
-    async def set_config(request: Request) -> Response:
-        try:
-            changes = json.loads(await request.body() or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
-            new = state.config.updated(changes)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+    def apply(changes: dict[str, Any]) -> None:
+        new = state.config.updated(changes)
         if new.seed != state.config.seed:
             state.rng = random.Random(new.seed)
         state.config = new
-        return JSONResponse(state.config.as_json())
 
-    async def reset(request: Request) -> Response:
-        state.reset()
-        return JSONResponse({"reset": True})
-
-    async def counters(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "totals": dict(state.totals),
-                "claves": {clave: dict(c) for clave, c in state.per_clave.items()},
-                "tokens": {
-                    name: state.totals[name] for name in ("logins", "refreshes", "login_failures", "refresh_failures")
-                },
-            }
-        )
+    def counters() -> dict[str, Any]:
+        return {
+            "totals": dict(state.totals),
+            "claves": {clave: dict(c) for clave, c in state.per_clave.items()},
+            "tokens": {
+                name: state.totals[name] for name in ("logins", "refreshes", "login_failures", "refresh_failures")
+            },
+        }
 
     async def expire_tokens(request: Request) -> Response:
         """Invalidate issued access tokens (and refresh tokens with `{"refresh": true}`)."""
@@ -401,10 +386,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
 
     routes = [
         Route("/idp/auth/realms/{realm}/protocol/openid-connect/token", token, methods=["POST"]),
-        Route("/_admin/config", get_config, methods=["GET"]),
-        Route("/_admin/config", set_config, methods=["POST"]),
-        Route("/_admin/reset", reset, methods=["POST"]),
-        Route("/_admin/counters", counters, methods=["GET"]),
+        *admin_routes(show=lambda: state.config.as_json(), apply=apply, reset=state.reset, counters=counters),
         Route("/_admin/expire-tokens", expire_tokens, methods=["POST"]),
     ]
     for base in ("/recepcion/v1", "/recepcion-sandbox/v1"):

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from sandbox.admin import admin_routes
 from sandbox.mseller.config import ENVIRONMENTS, MSellerSandboxConfig
 
 _SIGNING_KEY = secrets.token_bytes(32)
@@ -419,37 +420,21 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
 
     # ---- admin -----------------------------------------------------------------------------
 
-    async def get_config(request: Request) -> Response:
-        return JSONResponse(state.config.as_json())
-
-    async def set_config(request: Request) -> Response:
-        try:
-            changes = json.loads(await request.body() or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
-            new = state.config.updated(changes)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+    def apply(changes: dict[str, Any]) -> None:
+        new = state.config.updated(changes)
         if new.seed != state.config.seed:
             state.rng = random.Random(new.seed)
         state.config = new
-        return JSONResponse(state.config.as_json())
 
-    async def reset(request: Request) -> Response:
-        state.reset()
-        return JSONResponse({"reset": True})
-
-    async def counters(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "totals": dict(state.totals),
-                "ecfs": {encf: dict(c) for encf, c in state.per_encf.items()},
-                "usage": {
-                    hashlib.sha256(key.encode()).hexdigest()[:8]: {"month": month, "requests": used}
-                    for key, (month, used) in state.usage.items()
-                },
-            }
-        )
+    def counters() -> dict[str, Any]:
+        return {
+            "totals": dict(state.totals),
+            "ecfs": {encf: dict(c) for encf, c in state.per_encf.items()},
+            "usage": {
+                hashlib.sha256(key.encode()).hexdigest()[:8]: {"month": month, "requests": used}
+                for key, (month, used) in state.usage.items()
+            },
+        }
 
     async def expire_tokens(request: Request) -> Response:
         gone = list(state.tokens)
@@ -457,10 +442,7 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
         return JSONResponse({"expired": len(gone)})
 
     routes = [
-        Route("/_admin/config", get_config, methods=["GET"]),
-        Route("/_admin/config", set_config, methods=["POST"]),
-        Route("/_admin/reset", reset, methods=["POST"]),
-        Route("/_admin/counters", counters, methods=["GET"]),
+        *admin_routes(show=lambda: state.config.as_json(), apply=apply, reset=state.reset, counters=counters),
         Route("/_admin/expire-tokens", expire_tokens, methods=["POST"]),
         Route("/{entorno}/customer/authentication", login, methods=["POST"]),
         Route("/{entorno}/documentos-ecf", send, methods=["POST"]),
