@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -64,6 +64,15 @@ class Token:
         )
 
 
+class TokenSettings(Protocol):
+    @property
+    def redis_prefix(self) -> str: ...
+    @property
+    def token_refresh_margin(self) -> float: ...
+    @property
+    def auth_cooldown(self) -> float: ...
+
+
 class Unauthorized(AuthError):
     """A 401 from the API: the token may just have expired, so it earns one renewal."""
 
@@ -81,20 +90,19 @@ class SharedToken(ABC):
 
     def __init__(
         self,
-        *,
         provider: str,
         identity: tuple[str, ...],
-        redis_prefix: str,
-        refresh_margin: float,
-        auth_cooldown: float,
+        settings: TokenSettings,
+        http: httpx.Client,
         redis_client: Any | None,
     ) -> None:
         self.provider = provider
-        self._margin = refresh_margin
-        self._cooldown = auth_cooldown
+        self._margin = settings.token_refresh_margin
+        self._cooldown = settings.auth_cooldown
+        self._http = http
         self._redis = redis_client
         digest = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:24]
-        self._key = f"{redis_prefix}:{provider}:token:{digest}"
+        self._key = f"{settings.redis_prefix}:{provider}:token:{digest}"
         self._lock_key = f"{self._key}:lock"
         self._local: Token | None = None
         self._mutex = threading.Lock()
@@ -155,10 +163,10 @@ class SharedToken(ABC):
         log.error("%s: credentials refused (HTTP %s): %s", self.provider, error.code, error.description)
         return error
 
-    def post(self, http: httpx.Client, url: str, what: str, **kwargs: Any) -> httpx.Response:
+    def post(self, url: str, what: str, **kwargs: Any) -> httpx.Response:
         """POST to the identity provider; a timeout or a failed connection is transient."""
         try:
-            return http.post(url, **kwargs)
+            return self._http.post(url, **kwargs)
         except httpx.TimeoutException as exc:
             raise TransientError(f"{what}: timeout ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:

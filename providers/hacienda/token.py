@@ -34,15 +34,9 @@ class TokenSource(SharedToken):
 
     def __init__(self, settings: HaciendaSettings, http: httpx.Client, redis_client: Any | None) -> None:
         super().__init__(
-            provider="hacienda",
-            identity=(settings.idp_url, settings.client_id, settings.username or ""),
-            redis_prefix=settings.redis_prefix,
-            refresh_margin=settings.token_refresh_margin,
-            auth_cooldown=settings.auth_cooldown,
-            redis_client=redis_client,
+            "hacienda", (settings.idp_url, settings.client_id, settings.username or ""), settings, http, redis_client
         )
         self._settings = settings
-        self._http = http
 
     def obtain(self, current: Token | None) -> Token:
         if current is not None and current.refreshable(time.time()):
@@ -66,7 +60,7 @@ class TokenSource(SharedToken):
             operation = "token_login"
         with observed("hacienda", operation):
             started = time.time()
-            response = self.post(self._http, settings.idp_url, "hacienda IDP", data=form)
+            response = self.post(settings.idp_url, "hacienda IDP", data=form)
             return self._parse(response, started, refreshing=refresh_token is not None)
 
     def _parse(self, response: httpx.Response, started: float, *, refreshing: bool) -> Token:

@@ -49,16 +49,8 @@ class TokenSource(SharedToken):
     value_field = "id_token"
 
     def __init__(self, settings: MSellerSettings, http: httpx.Client, redis_client: Any | None) -> None:
-        super().__init__(
-            provider="mseller",
-            identity=(settings.base, settings.email or ""),
-            redis_prefix=settings.redis_prefix,
-            refresh_margin=settings.token_refresh_margin,
-            auth_cooldown=settings.auth_cooldown,
-            redis_client=redis_client,
-        )
+        super().__init__("mseller", (settings.base, settings.email or ""), settings, http, redis_client)
         self._settings = settings
-        self._http = http
 
     def obtain(self, current: Token | None) -> Token:
         settings = self._settings
@@ -68,7 +60,6 @@ class TokenSource(SharedToken):
         with observed("mseller", "login"):
             started = time.time()
             response = self.post(
-                self._http,
                 f"{settings.base}/customer/authentication",
                 "mseller login",
                 json={"email": settings.email, "password": settings.password},
