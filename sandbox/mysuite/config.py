@@ -12,17 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.knobs import (
-    ConfigError,
-    env_knobs,
-    parse_bool,
-    parse_float,
-    parse_int,
-    parse_knobs,
-    parse_names,
-    parse_optional_int,
-    parse_str,
-)
+from sandbox import knobs
+from sandbox.knobs import ConfigError
 
 MIB = 1024 * 1024
 ENV_PREFIX = "SANDBOX_MYSUITE_"
@@ -112,7 +103,7 @@ class MySuiteSandboxConfig:
         preset = changes.get("preset")
         if preset is not None:
             base = base.with_preset(str(preset), default)
-        return dataclasses.replace(base, **parse_knobs(_PARSERS, changes))
+        return dataclasses.replace(base, **knobs.parse_knobs(_PARSERS, changes))
 
     def with_preset(self, preset: str, default: MySuiteSandboxConfig | None = None) -> MySuiteSandboxConfig:
         """`bench` removes every artificial wait so benchmarks measure the client, not the simulator.
@@ -128,8 +119,8 @@ class MySuiteSandboxConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MySuiteSandboxConfig:
         env = os.environ if environ is None else environ
-        config = cls().updated(env_knobs(_PARSERS, ENV_PREFIX, environ))
-        if parse_bool(env.get(ENV_PREFIX + "BENCH", "0")):
+        config = cls().updated(knobs.env_knobs(_PARSERS, ENV_PREFIX, environ))
+        if knobs.parse_bool(env.get(ENV_PREFIX + "BENCH", "0")):
             config = config.with_preset("bench")
         return config
 
@@ -138,31 +129,31 @@ FAULT_RATES = ("http500_rate", "soap_fault_rate", "drop_rate", "drop_after_rate"
 
 
 def _names(raw: object) -> tuple[str, ...]:
-    return tuple(name.upper() for name in parse_names(raw))
+    return tuple(name.upper() for name in knobs.parse_names(raw))
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "env": lambda raw: parse_str(raw).lower(),
-    "min_bytes": parse_int,
-    "max_bytes": parse_optional_int,
-    "processing_base_seconds": parse_float,
-    "seconds_per_mb": parse_float,
-    "failure_rate": parse_float,
-    "seed": parse_int,
-    "link_ttl_seconds": parse_float,
-    "link_content": lambda raw: parse_str(raw).lower(),
-    "public_url": lambda raw: parse_str(raw).rstrip("/"),
-    "requestor": parse_str,
-    "processor": parse_str,
-    "latency_ms": parse_int,
-    "http500_rate": parse_float,
-    "soap_fault_rate": parse_float,
-    "drop_rate": parse_float,
-    "drop_after_rate": parse_float,
-    "malformed_rate": parse_float,
-    "outage": parse_bool,
-    "outage_mode": parse_str,
+    "env": lambda raw: knobs.parse_str(raw).lower(),
+    "min_bytes": knobs.parse_int,
+    "max_bytes": knobs.parse_optional_int,
+    "processing_base_seconds": knobs.parse_float,
+    "seconds_per_mb": knobs.parse_float,
+    "failure_rate": knobs.parse_float,
+    "seed": knobs.parse_int,
+    "link_ttl_seconds": knobs.parse_float,
+    "link_content": lambda raw: knobs.parse_str(raw).lower(),
+    "public_url": lambda raw: knobs.parse_str(raw).rstrip("/"),
+    "requestor": knobs.parse_str,
+    "processor": knobs.parse_str,
+    "latency_ms": knobs.parse_int,
+    "http500_rate": knobs.parse_float,
+    "soap_fault_rate": knobs.parse_float,
+    "drop_rate": knobs.parse_float,
+    "drop_after_rate": knobs.parse_float,
+    "malformed_rate": knobs.parse_float,
+    "outage": knobs.parse_bool,
+    "outage_mode": knobs.parse_str,
     "fault_transactions": _names,
-    "faults_on_files": parse_bool,
-    "json_leading_space": parse_bool,
+    "faults_on_files": knobs.parse_bool,
+    "json_leading_space": knobs.parse_bool,
 }

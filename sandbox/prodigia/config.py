@@ -12,18 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.knobs import (
-    ConfigError,
-    env_knobs,
-    parse_bool,
-    parse_float,
-    parse_int,
-    parse_knobs,
-    parse_names,
-    parse_optional_int,
-    parse_str,
-    parse_text,
-)
+from sandbox import knobs
+from sandbox.knobs import ConfigError
 
 ENV_PREFIX = "SANDBOX_PRODIGIA_"
 ANSWER_STYLES = ("escaped", "cdata", "inline")
@@ -101,31 +91,31 @@ class ProdigiaSandboxConfig:
             if preset != "default":
                 raise ConfigError("preset must be 'default'")
             base = default if default is not None else ProdigiaSandboxConfig.from_env()
-        return dataclasses.replace(base, **parse_knobs(_PARSERS, changes))
+        return dataclasses.replace(base, **knobs.parse_knobs(_PARSERS, changes))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProdigiaSandboxConfig:
-        return cls().updated(env_knobs(_PARSERS, ENV_PREFIX, environ))
+        return cls().updated(knobs.env_knobs(_PARSERS, ENV_PREFIX, environ))
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "namespace": parse_str,
-    "contrato": parse_text,
-    "usuario": parse_text,
-    "passwd": parse_text,
-    "lock_after": parse_int,
-    "maintenance": parse_bool,
-    "maintenance_windows": parse_names,
-    "force_code": parse_optional_int,
-    "force_message": parse_text,
-    "answer_style": lambda raw: parse_str(raw).lower(),
-    "tamper": lambda raw: parse_str(raw).lower(),
-    "max_datos_bytes": parse_int,
-    "public_url": lambda raw: parse_str(raw).rstrip("/"),
-    "latency_ms": parse_int,
-    "http500_rate": parse_float,
-    "soap_fault_rate": parse_float,
-    "malformed_rate": parse_float,
-    "outage": parse_bool,
-    "seed": parse_int,
+    "namespace": knobs.parse_str,
+    "contrato": knobs.parse_text,
+    "usuario": knobs.parse_text,
+    "passwd": knobs.parse_text,
+    "lock_after": knobs.parse_int,
+    "maintenance": knobs.parse_bool,
+    "maintenance_windows": knobs.parse_names,
+    "force_code": knobs.parse_optional_int,
+    "force_message": knobs.parse_text,
+    "answer_style": lambda raw: knobs.parse_str(raw).lower(),
+    "tamper": lambda raw: knobs.parse_str(raw).lower(),
+    "max_datos_bytes": knobs.parse_int,
+    "public_url": lambda raw: knobs.parse_str(raw).rstrip("/"),
+    "latency_ms": knobs.parse_int,
+    "http500_rate": knobs.parse_float,
+    "soap_fault_rate": knobs.parse_float,
+    "malformed_rate": knobs.parse_float,
+    "outage": knobs.parse_bool,
+    "seed": knobs.parse_int,
 }
