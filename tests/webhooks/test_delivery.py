@@ -45,7 +45,7 @@ def test_every_transition_is_delivered_signed_despite_failures_and_a_killed_work
     (folder / "WH-BAD.xml").write_bytes(b"not xml")
     worker = webhook_worker(hook_stack, "w1", concurrency=8).start()
     try:
-        hook_stack.cli("submit", str(folder))
+        hook_stack.submit_batch(folder)
         wait_until(lambda: len(rec.received("flaky")) >= INVOICES // 2, 240, what="first deliveries")
         # Kill the worker while posts are in flight: the receiver holds every request for a while.
         rec.hold_seconds = 0.6
