@@ -386,7 +386,12 @@ def query_of(job: Job) -> DownloadQuery:
 
 @one_by_one
 def fetch(ctx: StepContext, claimed: Claimed) -> Outcome:
-    """Download every package not yet downloaded, once each, and keep its sha256."""
+    """Download every package not yet downloaded, once each, and keep its sha256.
+
+    The download is counted before the link is asked for, and the link kept as soon as it is given:
+    a crash after that resumes from the kept link (or finds the copy already archived), and only a
+    download counted with no link kept is left to an operator.
+    """
     job = claimed.job
     store = ctx.services.store
     if job.provider_request_id is None:
@@ -397,13 +402,8 @@ def fetch(ctx: StepContext, claimed: Claimed) -> Outcome:
         if row.state != LISTED:
             continue
         dest = package_path(ctx.services.archive_dir, job, row.package_id)
-        if row.downloads > 0:
-            if not dest.exists():
-                return _failed(
-                    f"package {row.package_id} was downloaded before and no copy is archived; SAT allows "
-                    "few downloads of a package, so whether to fetch it again is an operator's decision",
-                    answered=called,
-                )
+        link = row.link
+        if dest.exists():
             try:
                 verify_zip(dest)
             except TransientError as exc:
@@ -411,11 +411,21 @@ def fetch(ctx: StepContext, claimed: Claimed) -> Outcome:
             size, digest = dest.stat().st_size, _sha256(dest)
             log.info("job=%s package=%s found archived after an unrecorded download", job.id, row.package_id)
         else:
-            if not _update_package(store, row.id, LISTED, downloads=row.downloads + 1, updated_at=ctx.now):
-                continue
+            if link is None and row.downloads > 0:
+                return _failed(
+                    f"package {row.package_id} was asked for before and its link was not kept; SAT allows "
+                    "two downloads of a package, so whether to spend the second is an operator's decision",
+                    answered=called,
+                )
+            if link is None:
+                if not _update_package(store, row.id, LISTED, downloads=row.downloads + 1, updated_at=ctx.now):
+                    continue
+                called = True
+                link = client.package_link(job.provider_request_id, row.package_id, rfc=job.entity)
+                _update_package(store, row.id, LISTED, link=link, updated_at=ctx.now)
             dest.parent.mkdir(parents=True, exist_ok=True)
             called = True
-            saved = client.download_package(job.provider_request_id, row.package_id, dest, rfc=job.entity)
+            saved = client.fetch_package(row.package_id, link, dest)
             size, digest = saved.size, saved.sha256
         _update_package(
             store, row.id, LISTED, state=DOWNLOADED, path=str(dest), sha256=digest, size_bytes=size, updated_at=ctx.now
@@ -461,3 +471,35 @@ def index(ctx: StepContext, claimed: Claimed) -> Outcome:
     extra = {**(job.doc_extra or {}), INDEXED_COUNT: str(records)}
     message = f"{records} CFDI indexed, {skipped} entries skipped"
     return Moved((Step(DownloadState.INDEXED, message),), fields={"doc_extra": extra}, answered=False)
+
+
+# -- views -------------------------------------------------------------------------------------
+
+
+def download_view(store: Store, job: Job) -> dict[str, object]:
+    """`downloads status --json`: the request as the interface contract shows it."""
+    extra = job.doc_extra or {}
+    count = extra.get(CFDI_COUNT)
+    error = None
+    if job.error_message:
+        error = {"class": job.error_class, "code": job.error_code, "message": job.error_message}
+    return {
+        "id": job.id,
+        "rfc": job.entity,
+        "period": {"from": extra.get(FROM), "to": extra.get(TO)},
+        "direction": extra.get(DIRECTION),
+        "kind": extra.get(REQUEST_KIND),
+        "service": extra.get(SERVICE),
+        "state": job.state,
+        "parent_id": job.parent_id,
+        "provider_request_id": job.provider_request_id,
+        "sat_request_id": extra.get(SAT_ID),
+        "sat_state": int(extra[SAT_STATE]) if SAT_STATE in extra else None,
+        "cfdi_count": int(count) if count is not None else None,
+        "indexed": int(extra[INDEXED_COUNT]) if INDEXED_COUNT in extra else None,
+        "split_into": extra.get("split_into"),
+        "packages": [
+            {"id": row.package_id, "state": row.state, "sha256": row.sha256} for row in packages(store, job.id)
+        ],
+        "error": error,
+    }

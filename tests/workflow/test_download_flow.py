@@ -66,8 +66,10 @@ class ScriptedSat:
     max_cfdi: int = 10_000
     requests: dict[str, SatRequest] = field(default_factory=dict)
     registrations: list[DownloadQuery] = field(default_factory=list)
-    downloads: Counter[str] = field(default_factory=Counter)
+    links: Counter[str] = field(default_factory=Counter)
+    fetches: Counter[str] = field(default_factory=Counter)
     after_download: Callable[[Path], None] | None = None
+    on_link: Callable[[], None] | None = None
     refuse_with: int | None = None
 
     def register(self, query: DownloadQuery, *, now: datetime | None = None) -> list[Registration]:
@@ -118,10 +120,15 @@ class ScriptedSat:
             message=None if code in (None, 5000) else f"code {code}",
         )
 
-    def download_package(
-        self, request_id: str, package_id: str, dest: Path, *, max_bytes: int = 0, rfc: str | None = None
-    ) -> PackageFile:
-        self.downloads[package_id] += 1
+    def package_link(self, request_id: str, package_id: str, *, rfc: str | None = None) -> str:
+        self.links[package_id] += 1
+        if self.on_link is not None:
+            self.on_link()
+        return f"https://sat.example/{request_id}/{package_id}"
+
+    def fetch_package(self, package_id: str, url: str, dest: Path, *, max_bytes: int = 0) -> PackageFile:
+        self.fetches[package_id] += 1
+        request_id = url.rsplit("/", 2)[-2]
         period = self.requests[request_id].query.period
         docs = period_documents(0, RFC, True, period.start.timestamp(), period.end.timestamp(), PER_DAY)
         entries = write_package(dest, docs, "cfdi")
@@ -178,7 +185,7 @@ def test_a_ready_request_is_downloaded_once_and_indexed(flow: Flow, sat: Scripte
     (package,) = downloads.packages(flow.store, job.id)
     assert package.state == "indexed" and package.downloads == 1 and package.cfdi_count == 2 * PER_DAY
     assert package.sha256 == hashlib.sha256(Path(package.path or "").read_bytes()).hexdigest()
-    assert sat.downloads == {"R0001_01": 1}
+    assert sat.links == {"R0001_01": 1}
     uuids = indexed_uuids(flow)
     assert len(uuids) == len(set(uuids)) == 2 * PER_DAY
 
@@ -217,7 +224,7 @@ def test_each_end_of_a_request(
     done = flow.job(job.id)
     assert done.state == state, flow.kinds(job.id)
     assert done.error_code == code
-    assert not sat.downloads and not downloads.packages(flow.store, job.id)
+    assert not sat.links and not downloads.packages(flow.store, job.id)
 
 
 def test_no_answer_within_the_maximum_age_expires(
@@ -243,7 +250,7 @@ def test_a_period_too_large_at_registration_is_split_into_children(flow: Flow, s
     assert {flow.job(job.id).state for job in result.jobs} == {DownloadState.INDEXED}
     uuids = indexed_uuids(flow)
     assert len(uuids) == len(set(uuids)) == 4 * PER_DAY
-    assert set(sat.downloads.values()) == {1} and len(sat.downloads) == 2
+    assert set(sat.links.values()) == {1} and len(sat.links) == 2
     # each half once, the refused whole once: no period was registered twice
     periods = [q.period for q in sat.registrations]
     assert len(periods) == len(set(periods)) == 3
@@ -278,22 +285,35 @@ def test_a_package_is_never_downloaded_twice_after_a_crash_before_the_record(flo
     assert "unexpected" in [kind for kind, _, _ in flow.kinds(job.id)] or any(
         e.error_class == "unexpected" for e in flow.store.jobs.events(job.id)
     )
-    assert sat.downloads == {"R0001_01": 1}
+    assert sat.links == {"R0001_01": 1} and sat.fetches == {"R0001_01": 1}
     assert len(set(indexed_uuids(flow))) == 2 * PER_DAY
 
 
-def test_a_package_counted_but_lost_is_left_to_an_operator(flow: Flow, sat: ScriptedSat) -> None:
-    def lose(path: Path) -> None:
+def test_a_transfer_cut_short_resumes_from_the_kept_link(flow: Flow, sat: ScriptedSat) -> None:
+    def cut(path: Path) -> None:
         path.unlink()
         sat.after_download = None
         raise TransientError("connection reset while reading the package")
 
-    sat.after_download = lose
+    sat.after_download = cut
+    (job,) = start(flow, sat).jobs
+    drive(flow)
+    assert flow.job(job.id).state == DownloadState.INDEXED, flow.kinds(job.id)
+    assert sat.links == {"R0001_01": 1} and sat.fetches == {"R0001_01": 2}
+    assert len(set(indexed_uuids(flow))) == 2 * PER_DAY
+
+
+def test_a_download_counted_without_its_link_is_left_to_an_operator(flow: Flow, sat: ScriptedSat) -> None:
+    def die() -> None:
+        sat.on_link = None
+        raise RuntimeError("worker died while asking for the link")
+
+    sat.on_link = die
     (job,) = start(flow, sat).jobs
     drive(flow)
     done = flow.job(job.id)
     assert done.state == DownloadState.FAILED and "operator" in (done.error_message or "")
-    assert sat.downloads == {"R0001_01": 1}
+    assert sat.links == {"R0001_01": 1} and not sat.fetches
 
 
 def test_request_download_checks_the_rules_and_adopts_an_active_request(flow: Flow, sat: ScriptedSat) -> None:
