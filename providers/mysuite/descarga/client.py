@@ -239,7 +239,7 @@ class DescargaClient:
 
         Fetching the same link again costs no SAT download: a transfer cut short is resumed this way.
         """
-        result = self.mysuite.download(url, Path(dest), max_bytes=max_bytes)
+        result = self.mysuite.download(url, Path(dest), max_bytes=max_bytes, package=True)
         try:
             entries = verify_zip(result.path)
         except TransientError:
