@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -476,7 +477,7 @@ def index(ctx: StepContext, claimed: Claimed) -> Outcome:
 # -- views -------------------------------------------------------------------------------------
 
 
-def download_view(store: Store, job: Job) -> dict[str, object]:
+def download_view(store: Store, job: Job) -> dict[str, Any]:
     """`downloads status --json`: the request as the interface contract shows it."""
     extra = job.doc_extra or {}
     count = extra.get(CFDI_COUNT)
