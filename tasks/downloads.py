@@ -36,6 +36,7 @@ from providers.mysuite.descarga import (
     CannotSplit,
     DescargaOutcome,
     Direction,
+    DocumentStatus,
     DownloadQuery,
     PackageError,
     Period,
@@ -75,6 +76,7 @@ LISTED, DOWNLOADED, INDEXED = "listed", "downloaded", "indexed"
 # doc_extra keys
 FROM, TO, DIRECTION, REQUEST_KIND, SERVICE = "from", "to", "direction", "kind", "service"
 SAT_ID, SAT_STATE, CFDI_COUNT, INDEXED_COUNT = "sat_request_id", "sat_state", "cfdi_count", "indexed"
+STATUS = "document_status"
 
 _ROLE_DIRECTION = {TaxIdRole.EMISOR: Direction.ISSUED, TaxIdRole.RECEPTOR: Direction.RECEIVED}
 
@@ -125,6 +127,7 @@ def _extra(query: DownloadQuery, direction: Direction | None) -> dict[str, str]:
         DIRECTION: direction.value if direction else "both",
         REQUEST_KIND: query.kind.value,
         SERVICE: query.service.value,
+        STATUS: query.status.value,
     }
 
 
@@ -139,6 +142,12 @@ def _narrowed(query: DownloadQuery, service: str | None, kind: str | None, role:
         kind=kinds.get((kind or "").lower(), query.kind),
         role=roles.get((role or "").lower(), query.role),
     )
+
+
+def request_key(request_id: str) -> str:
+    """The internal id of a registered request: MYSuite's id, or its digest if too long to fit."""
+    key = f"dm:{request_id}"
+    return key if len(key) <= 50 else "dm:" + hashlib.sha256(request_id.encode()).hexdigest()[:40]
 
 
 def split_key(query: DownloadQuery) -> str:
@@ -178,7 +187,7 @@ def register(
             job, _ = store.jobs.create_job(
                 provider=PROVIDER,
                 entity=query.rfc,
-                internal_id=f"dm:{record.request_id}"[:50],
+                internal_id=request_key(record.request_id),
                 payload=None,
                 actor=actor,
                 deadline=max_age(),
@@ -382,6 +391,7 @@ def query_of(job: Job) -> DownloadQuery:
         role=role,
         kind=RequestKind(extra.get(REQUEST_KIND, RequestKind.CFDI.value)),
         service=Service(extra.get(SERVICE, Service.CFDIS.value)),
+        status=DocumentStatus(extra.get(STATUS, DocumentStatus.VIGENTE.value)),
     )
 
 

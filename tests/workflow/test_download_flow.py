@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from models.cfdi import Cfdi
 from providers.base import TransientError
 from providers.mysuite.descarga import (
     Direction,
+    DocumentStatus,
     DownloadQuery,
     PackageFile,
     Period,
@@ -258,13 +259,15 @@ def test_a_period_too_large_at_registration_is_split_into_children(flow: Flow, s
 
 def test_a_request_sat_finds_too_large_is_split_by_the_poll(flow: Flow, sat: ScriptedSat) -> None:
     sat.timeline = [(1, None), (3, 5003)]
-    (job,) = start(flow, sat, days=4).jobs
+    issued = replace(query(4), role=TaxIdRole.EMISOR, status=DocumentStatus.TODOS)
+    (job,) = downloads.register(flow.store, sat, issued, now=flow.clock(), actor="test").jobs
     sat.timeline = [(1, None), (3, 5000)]
     drive(flow)
     done = flow.job(job.id)
     assert done.state == DownloadState.SPLIT and (done.doc_extra or {})["split_into"], flow.kinds(job.id)
     children = flow.store.jobs.children(job.id)
     assert len(children) == 2 and {child.state for child in children} == {DownloadState.INDEXED}
+    assert [(q.role, q.status) for q in sat.registrations] == [(TaxIdRole.EMISOR, DocumentStatus.TODOS)] * 3
     assert (flow.store.jobs.events(job.id)[-1].message or "").startswith("split into 2026-")
     assert len(set(indexed_uuids(flow))) == 4 * PER_DAY
 
