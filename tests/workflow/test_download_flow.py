@@ -350,3 +350,26 @@ def test_splitting_stops_at_the_smallest_period(flow: Flow, sat: ScriptedSat) ->
     )
     assert all(q.period.seconds >= downloads.MIN_SPLIT_SECONDS / 2 for q in sat.registrations)
     assert isinstance(registration_error(5003, None, None), TooManyResults)
+
+
+def test_a_split_cut_short_registers_each_half_once(flow: Flow, sat: ScriptedSat) -> None:
+    sat.timeline = [(1, None), (3, 5003)]
+    (job,) = start(flow, sat, days=4).jobs
+    sat.timeline = [(1, None)] * 3 + [(3, 5000)]
+    register = sat.register
+    calls: list[int] = []
+
+    def flaky(query: DownloadQuery, *, now: datetime | None = None) -> list[Registration]:
+        calls.append(1)
+        if len(calls) == 2:  # the second half of the first split attempt: the answer is lost
+            raise TransientError("connection reset after REGISTRAR")
+        return register(query, now=now)
+
+    sat.register = flaky  # type: ignore[method-assign]
+    drive(flow)
+    assert flow.job(job.id).state == DownloadState.SPLIT, flow.kinds(job.id)
+    children = flow.store.jobs.children(job.id)
+    assert len(children) == 2 and {child.state for child in children} == {DownloadState.INDEXED}
+    # the whole, then the first half twice (the second time adopted through 5005), the second half once
+    assert len(sat.requests) == 3 and len(calls) == 4
+    assert len(set(indexed_uuids(flow))) == 4 * PER_DAY
