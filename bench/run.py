@@ -36,6 +36,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "--plans gratis,negocio,empresa --documents 40,200,600",
     ),
     "cfdi_index": ("bench.cfdi_index", "--cfdi 200000 --runs 3", "--quick"),
+    "mseller_pipeline": (
+        "bench.mseller_pipeline",
+        "--plans gratis,negocio,empresa --documents 200,400,400",
+        "--plans gratis --documents 50",
+    ),
 }
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from models.database import Database, rowcount
-from models.schema import ProviderPause
+from models.schema import Job, ProviderPause
 from models.webhooks import announce_pause
 
 AUTH_PAUSE = "auth"
@@ -221,13 +221,24 @@ class Pauses:
         return "confirmed" if confirmed else "held"
 
     def resume_provider(self, provider: str) -> PauseInfo | None:
-        """An operator lifts whatever pause `provider` has; returns the pause that was lifted."""
+        """An operator lifts whatever pause `provider` has; returns the pause that was lifted.
+
+        A quota pause parks the provider's jobs until it ends (the next month): lifting it early,
+        after a plan change, brings those jobs back to now, or they would still wait for the month.
+        """
         with self.db.session() as session:
             row = session.get(ProviderPause, provider)
             if row is None or row.kind == CLOSED:
                 return None
             info = _info(row)
             session.delete(row)
+            if info.kind == QUOTA_PAUSE and info.until is not None:
+                session.execute(
+                    sa.update(Job)
+                    .where(Job.provider == provider, Job.next_attempt_at >= info.until)
+                    .values(next_attempt_at=self.db.clock())
+                    .execution_options(synchronize_session=False)
+                )
             announce_pause(
                 session, "provider.resumed", provider, info.kind, "resumed by an operator", self.db.clock(), None
             )

@@ -34,8 +34,8 @@ class MalformedAnswer(TransientError):
 
 def _shown(value: str) -> str:
     """A refused value as it may appear in a message: bounded, control characters escaped."""
-    cut = value[:_SHOWN] + ("…" if len(value) > _SHOWN else "")
-    return cut.encode("unicode_escape").decode("ascii")
+    escaped = value.encode("unicode_escape").decode("ascii")
+    return escaped[: 2 * _SHOWN] + ("…" if len(escaped) > 2 * _SHOWN else "")
 
 
 def refuse(what: str, value: object, why: str) -> MalformedAnswer:

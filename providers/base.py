@@ -210,6 +210,11 @@ class Provider(Protocol):
     """The status answer of an issued document carries its final record (MSeller): archiving the
     files that came with it completes the document, and no retrieve call is spent."""
 
+    polls_through_sweep: bool
+    """Every call is counted against a plan (MSeller): a document's polls wait in the database for
+    the sweep, which hands out the due ones together in `batch_size` groups, rather than each going
+    out in a broker message of its own (one counted status call per document and poll)."""
+
     @property
     def entity(self) -> str:
         """The issuer the credentials belong to (MYSuite Entity RFC, Hacienda cédula)."""

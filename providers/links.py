@@ -147,14 +147,18 @@ def open_link(http: httpx.Client, url: str, policy: LinkPolicy, timeout: httpx.T
     raise UnsafeLink(f"download link redirects more than {policy.max_redirects} times")
 
 
-def check_content(path: Path, content_type: str, policy: LinkPolicy) -> None:
-    """Refuse a file that arrived whole at the HTTP level but is not a whole file of its type."""
+def check_content(path: Path, content_type: str, policy: LinkPolicy, *, max_members: int = MAX_ZIP_MEMBERS) -> None:
+    """Refuse a file that arrived whole at the HTTP level but is not a whole file of its type.
+
+    `max_members` bounds a ZIP's entries: one document for an invoice's files, up to SAT's
+    package limit for Descarga Masiva.
+    """
     if content_type == XML:
         _check_xml(path)
     elif content_type == PDF:
         _check_pdf(path)
     elif content_type == ZIP:
-        _check_zip(path, policy)
+        _check_zip(path, policy, max_members)
     else:
         raise UnexpectedContent("download is neither XML, PDF nor ZIP")
 
@@ -180,7 +184,7 @@ def _check_pdf(path: Path) -> None:
             raise TransientError("downloaded PDF is cut short")
 
 
-def _check_zip(path: Path, policy: LinkPolicy) -> None:
+def _check_zip(path: Path, policy: LinkPolicy, max_members: int) -> None:
     """Central directory, member count and declared sizes first, then every member's CRC.
 
     Declared sizes bound the work of the CRC pass (zipfile never inflates past them), so a small
@@ -190,8 +194,8 @@ def _check_zip(path: Path, policy: LinkPolicy) -> None:
     try:
         with zipfile.ZipFile(path) as bundle:
             members = bundle.infolist()
-            if not members or len(members) > MAX_ZIP_MEMBERS:
-                raise UnexpectedContent(f"downloaded ZIP holds {len(members)} files, not 1 to {MAX_ZIP_MEMBERS}")
+            if not members or len(members) > max_members:
+                raise UnexpectedContent(f"downloaded ZIP holds {len(members)} files, not 1 to {max_members}")
             if any(member.file_size > largest for member in members):
                 raise UnexpectedContent(f"downloaded ZIP holds a file larger than {largest} bytes")
             damaged = bundle.testzip()

@@ -21,6 +21,7 @@ the job that saw it.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import math
 import random
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from providers.base import RateLimitedError, TransientError
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 HOUR = 3600.0
 DAY = 86400.0
+# The longest wait a Retry-After header may impose.
+MAX_RETRY_AFTER = DAY
 
 
 @dataclass(frozen=True)
@@ -234,25 +238,40 @@ class RateLimiter:
             return 0.0
 
 
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None if unusable.
+
+    A date without a zone is read as UTC, and a wait is capped at a day: a provider's clock or typo
+    must not park a queue for longer than an operator would notice.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
 def retry_after_seconds(headers: Any, now: float | None = None, default: float = 60.0) -> float:
     """How long a 429 asks us to wait: `Retry-After` (seconds or HTTP date), else `X-Ratelimit-Reset`.
 
     `X-Ratelimit-Reset` is UTC epoch seconds in Hacienda's documentation; small values are read as
     a delay, which is what some gateways send under the same name.
     """
-    from email.utils import parsedate_to_datetime
-
     current = time.time() if now is None else now
-    value = headers.get("retry-after")
-    if value:
-        value = value.strip()
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - current)
-            except (TypeError, ValueError, IndexError, OverflowError):
-                pass
+    wait = parse_retry_after(headers.get("retry-after") or None, datetime.fromtimestamp(current, UTC))
+    if wait is not None:
+        return wait
     reset = headers.get("x-ratelimit-reset")
     if reset:
         try:

@@ -170,16 +170,21 @@ def _call(spec: StepSpec, ctx: StepContext, jobs: list[Claimed]) -> dict[str, Ou
     return result
 
 
-def _schedule(ctx: StepContext, spec: StepSpec | None, next_in: float | None) -> tuple[datetime | None, float | None]:
+def _schedule(
+    ctx: StepContext, spec: StepSpec | None, next_in: float | None, provider: str | None = None
+) -> tuple[datetime | None, float | None]:
     """(next_attempt_at, countdown of a message to send now, or None).
 
     A short wait is handed to the broker and `next_attempt_at` set past it by the redispatch
     grace, so the sweep touches the job only if that message is lost; a long one stays in the
-    database for the sweep.
+    database for the sweep. So does any wait for a batch step of a provider whose polls go through
+    the sweep (`polls_through_sweep`): the sweep gathers the due ones into batches.
     """
     if spec is None or next_in is None:
         return None, None
     pol = ctx.policy
+    if spec.batch and provider is not None and ctx.provider(provider).polls_through_sweep:
+        return ctx.now + timedelta(seconds=next_in), None
     if next_in <= pol.max_countdown_seconds:
         return ctx.now + timedelta(seconds=next_in + pol.redispatch_seconds), max(0.0, next_in)
     return ctx.now + timedelta(seconds=next_in), None
@@ -195,7 +200,7 @@ def _conclude(
     base = Change(job.id, spec.state, attempt=attempt, kind=job.kind)
     if isinstance(outcome, Moved):
         target = wf.step_for(outcome.steps[-1].to_state)
-        when, countdown = _schedule(ctx, target, outcome.next_in)
+        when, countdown = _schedule(ctx, target, outcome.next_in, job.provider)
         change = replace(
             base,
             steps=outcome.steps,
@@ -207,7 +212,7 @@ def _conclude(
         message = Message(target, job.id, countdown) if target is not None and countdown is not None else None
         return change, message, Health(job.provider, "answered") if outcome.answered else None
     if isinstance(outcome, Stayed):
-        when, countdown = _schedule(ctx, spec, outcome.next_in)
+        when, countdown = _schedule(ctx, spec, outcome.next_in, job.provider)
         change = replace(
             base, note=outcome.note, fields=outcome.fields, next_attempt_at=when, artifacts=outcome.artifacts
         )
@@ -276,7 +281,7 @@ def _failure(
     if spec.expire_to and deadline is not None and ctx.now + timedelta(seconds=delay) > deadline:
         text = f"no final answer before the deadline; last error: {info.message}"
         return replace(base, steps=(Step(spec.expire_to, text, error=info),)), None, seen
-    when, countdown = _schedule(ctx, spec, delay)
+    when, countdown = _schedule(ctx, spec, delay, job.provider)
     note = Note("error", f"{info.message}; next attempt at {when.isoformat() if when else 'none'}", info)
     log.warning("job=%s %s error on attempt %d; retry in %.1fs", job.id, info.error_class, attempt, delay)
     message = Message(spec, job.id, countdown) if countdown is not None else None

@@ -19,6 +19,9 @@ import httpx
 
 from models import FINAL as INVOICE_FINAL
 from models import Store
+from sandbox.mseller.config import DEFAULT_API_KEY as MSELLER_API_KEY
+from sandbox.mseller.config import DEFAULT_EMAIL as MSELLER_EMAIL
+from sandbox.mseller.config import DEFAULT_PASSWORD as MSELLER_PASSWORD
 from worker.process import worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +46,7 @@ def pipeline_env(
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Environment for a worker (and for the producer in the test process) on the given servers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSUITE_", "HACIENDA_", "EINVOICE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSUITE_", "HACIENDA_", "MSELLER_", "EINVOICE_"))}
     env.pop("CELERY_BROKER_URL", None)
     env.update(
         {
@@ -55,6 +58,10 @@ def pipeline_env(
             "MYSUITE_ASYNC_MIN_BYTES": "4096",
             "HACIENDA_API_URL": f"{sandbox_url}/hacienda/recepcion/v1/",
             "HACIENDA_IDP_URL": f"{sandbox_url}/hacienda/idp/auth/realms/rut-stag/protocol/openid-connect/token",
+            "MSELLER_URL": f"{sandbox_url}/mseller",
+            "MSELLER_EMAIL": MSELLER_EMAIL,
+            "MSELLER_PASSWORD": MSELLER_PASSWORD,
+            "MSELLER_API_KEY": MSELLER_API_KEY,
             "EINVOICE_SWEEP_INTERVAL_SECONDS": "1",
             "EINVOICE_REDISPATCH_SECONDS": "3",
             "EINVOICE_POLL_SECONDS_PER_MB": "1",

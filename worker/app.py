@@ -18,9 +18,13 @@ from kombu.entity import Queue
 from providers.base import add_request_observer
 from tasks.context import store_setup
 from worker import metrics
+from worker.budget import use_database_budget
 from worker.settings import Settings
 
 settings = Settings.from_env()
+
+# Plans counted per month (MSeller) are counted in the database, shared by every process.
+use_database_budget(settings.database_url)
 
 # Every store this process creates reports its transitions, and every provider request is counted;
 # the metrics themselves are created on first use, once the process knows its metrics directory.

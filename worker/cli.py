@@ -207,6 +207,9 @@ def status(ref: str, as_json: bool) -> None:
     _say(f"  request: {data['provider_request_id'] or '-'}  attempts: {data['attempts']}  polls: {data['polls']}")
     if doc["guid"]:
         _say(f"  document: {doc['guid']} year {doc['year']} batch {doc['batch'] or '-'} serial {doc['serial']}")
+    elif doc["fiscal_id"]:
+        code = f" security code {doc['security_code']}" if doc.get("security_code") else ""
+        _say(f"  document: {doc['fiscal_id']}{code}")
     if data["links"]["expires_at"]:
         _say(f"  links expire at {data['links']['expires_at']}")
     if data["error"]:
@@ -406,14 +409,26 @@ def metrics(host: str, port: int | None) -> None:
     show_default=True,
     help="Hacienda (Costa Rica) comprobantes in the batch.",
 )
+@click.option(
+    "--mseller",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="MSeller (Dominican Republic) e-CF in the batch: accepted, conditional, rejected in turn.",
+)
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Worker threads.")
-def demo(count: int, seconds_per_mb: float, timeout: float, hacienda: int, concurrency: int) -> None:
+def demo(count: int, seconds_per_mb: float, timeout: float, hacienda: int, mseller: int, concurrency: int) -> None:
     """Run the sandbox, a worker and beat, push a batch of invoices through, and show where each ended."""
     from worker.demo import run_demo
 
     sys.exit(
         run_demo(
-            count=count, seconds_per_mb=seconds_per_mb, timeout=timeout, hacienda=hacienda, concurrency=concurrency
+            count=count,
+            seconds_per_mb=seconds_per_mb,
+            timeout=timeout,
+            hacienda=hacienda,
+            concurrency=concurrency,
+            mseller=mseller,
         )
     )
 
@@ -491,7 +506,7 @@ def _cli_actor() -> str:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=PORT)
 def api(host: str, port: int) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Needs EINVOICE_API_SECRET."""
     import uvicorn
@@ -667,7 +682,7 @@ def webhooks_remove(subscription_id: str) -> None:
 
 @webhooks.command("deliveries")
 @click.option("--failed", is_flag=True, help="Only dead letters and deliveries still being retried.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def webhooks_deliveries(failed: bool, limit: int, as_json: bool) -> None:
     """Recent deliveries, newest first."""

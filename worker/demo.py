@@ -3,7 +3,8 @@
 With nothing configured it runs on the embedded default (SQLite and kombu's filesystem transport
 in a fresh folder); with DATABASE_URL and CELERY_BROKER_URL set it runs on PostgreSQL and Redis.
 It starts the sandbox, a Celery worker with embedded beat, submits generated 1-4 MB invoices plus
-one small (sync path), one duplicate and one invalid document, and reports where each one ended.
+one small (sync path), one duplicate and one invalid document, Hacienda comprobantes and MSeller
+e-CF (accepted, accepted with observations, rejected, in turn), and reports where each one ended.
 A few small invoices ask for a retailer's addenda (Prodigia sandbox): most are attached, one has
 data the service cannot process, one names a type that does not exist and is refused at submit.
 One SAT bulk download (MYSuite Descarga Masiva sandbox, a timeline of seconds instead of hours) goes
@@ -67,6 +68,12 @@ def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path
     env.setdefault("HACIENDA_PASSWORD", "sandbox")
     env.setdefault("HACIENDA_RATE_PER_HOUR", "0")
     env.setdefault("HACIENDA_RATE_PER_DAY", "0")
+    from sandbox.mseller.config import DEFAULT_API_KEY, DEFAULT_EMAIL, DEFAULT_PASSWORD
+
+    env.setdefault("MSELLER_URL", f"{base}/mseller")
+    env.setdefault("MSELLER_EMAIL", DEFAULT_EMAIL)
+    env.setdefault("MSELLER_PASSWORD", DEFAULT_PASSWORD)
+    env.setdefault("MSELLER_API_KEY", DEFAULT_API_KEY)
     # Descarga Masiva: SAT answers in seconds here, so the long poll schedule shrinks to match.
     env.setdefault("SANDBOX_MYSUITE_DM_TIMELINE", "1,2,3")
     env.setdefault("SANDBOX_MYSUITE_DM_STEP_SECONDS", "2")
@@ -83,7 +90,19 @@ def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path
     return env, home
 
 
-def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int, concurrency: int) -> int:
+MSELLER_OUTCOMES = ("accepted", "conditional", "rejected")
+
+
+def _mseller_outcomes(count: int) -> str:
+    """The sandbox's scripted outcome of each demo e-CF (`SANDBOX_MSELLER_OUTCOMES`), in turn."""
+    from providers.mseller.samples import encf
+
+    return ",".join(f"{encf(n + 1)}:{MSELLER_OUTCOMES[n % len(MSELLER_OUTCOMES)]}" for n in range(count))
+
+
+def run_demo(
+    *, count: int, seconds_per_mb: float, timeout: float, hacienda: int, concurrency: int, mseller: int = 3
+) -> int:
     from rich.console import Console
 
     from sandbox.server import ServerThread, free_port
@@ -91,6 +110,8 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int
     console = Console(width=max(Console().width, 110))
     port = free_port()
     env, home = _environment(seconds_per_mb, port)
+    if mseller:
+        env["SANDBOX_MSELLER_OUTCOMES"] = _mseller_outcomes(mseller)
     os.environ.update(env)
 
     # Settings are read when the app module is imported: only now, with the environment in place.
@@ -117,7 +138,7 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int
                 stderr=subprocess.STDOUT,
             )
             try:
-                job_ids = _submit_batch(console, store, count, hacienda)
+                job_ids = _submit_batch(console, store, count, hacienda, mseller)
                 download_ids = _request_download(console, store)
                 finished = _wait(console, store, job_ids, timeout, worker, download_ids)
             finally:
@@ -128,7 +149,7 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int
                     worker.kill()
         counters = {
             provider: httpx.get(f"{server.url}/{provider}/_admin/counters", timeout=10).json()
-            for provider in ("mysuite", "hacienda", "prodigia")
+            for provider in ("mysuite", "hacienda", "prodigia", "mseller")
         }
     elapsed = time.monotonic() - started
     _report(console, store, job_ids, counters, elapsed, log_path)
@@ -137,10 +158,11 @@ def run_demo(*, count: int, seconds_per_mb: float, timeout: float, hacienda: int
     return 0 if finished else 1
 
 
-def _submit_batch(console: Any, store: Any, count: int, hacienda: int) -> list[str]:
+def _submit_batch(console: Any, store: Any, count: int, hacienda: int, mseller: int = 0) -> list[str]:
     from rich.progress import Progress
 
     from providers.hacienda.samples import sample_comprobante
+    from providers.mseller.samples import sample_ecf
     from worker.app import settings
     from worker.producer import InvalidInput, enqueue
     from worker.samples import native_xml
@@ -163,6 +185,9 @@ def _submit_batch(console: Any, store: Any, count: int, hacienda: int) -> list[s
     base = int(time.time()) % 1_000_000 * 100
     for n in range(hacienda):
         documents.append(("hacienda", f"DEMO-{run}-CR{n:02d}", sample_comprobante(base + n + 1), None))
+    for n in range(mseller):
+        # Sequences 1.. : the sandbox is new on every run, and its scripted outcomes name them.
+        documents.append(("mseller", f"DEMO-{run}-DO{n:02d}", sample_ecf(n + 1), None))
     job_ids: list[str] = []
     with Progress(console=console, transient=False) as progress:
         bar = progress.add_task("submitting", total=len(documents))
@@ -255,7 +280,9 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
         addenda = "" if child is None else f"{(child.doc_extra or {}).get('addenda_type')}: {child.state}"
         states[job.state] = states.get(job.state, 0) + 1
         seconds = (job.state_changed_at - job.created_at).total_seconds()
-        detail = job.doc_guid or (job.error_message or "")[:60]
+        detail = job.doc_guid or job.doc_fiscal_id or (job.error_message or "")[:60]
+        if (job.doc_extra or {}).get("observations"):
+            detail += " (accepted with observations)"
         table.add_row(
             job.provider,
             job.internal_id,
@@ -270,6 +297,7 @@ def _report(console: Any, store: Any, job_ids: list[str], counters: dict[str, An
     mysuite, hacienda = counters["mysuite"], counters["hacienda"]
     created = [entry["documents"] for entry in (*mysuite["async"].values(), *mysuite["sync"].values())]
     created += [entry.get("created", 0) for entry in hacienda["claves"].values()]
+    created += [entry.get("created", 0) for entry in counters["mseller"]["ecfs"].values()]
     resent = sum(1 for n in created if n > 1)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     console.print(f"{len(job_ids)} jobs: {summary}; documents created twice at the provider: {resent}")

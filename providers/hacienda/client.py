@@ -39,7 +39,9 @@ from providers.base import (
 from providers.hacienda.comprobante import Clave, child_text, parse_clave, parse_comprobante, parse_xml
 from providers.hacienda.settings import HaciendaSettings
 from providers.hacienda.token import TokenSource
+from providers.http import api_client, shared_redis
 from providers.ratelimit import RateLimiter, retry_after_seconds
+from providers.tokens import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,6 @@ MAX_MESSAGE = 2000
 MAX_RESPUESTA_BYTES = 5 * 1024 * 1024
 
 
-class _Unauthorized(AuthError):
-    """A 401 from the API: the token may just have been revoked, so it earns one renewal."""
-
-
 class HaciendaClient:
     """The `Provider` for Costa Rica's Ministerio de Hacienda."""
 
@@ -64,15 +62,8 @@ class HaciendaClient:
     def __init__(self, settings: HaciendaSettings, *, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self._base = settings.api_url.rstrip("/") + "/recepcion"
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            headers={"User-Agent": "einvoice-worker"},
-        )
-        self._redis: Any = None
-        if settings.redis_url:
-            import redis
-
-            self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._http = api_client(settings.connect_timeout, settings.read_timeout)
+        self._redis = shared_redis(settings.redis_url)
         self._tokens = TokenSource(settings, self._http, self._redis)
         self.limiter = limiter or RateLimiter(
             f"hacienda:{settings.entity or 'default'}",
@@ -129,6 +120,7 @@ class HaciendaClient:
 
     batch_size = 50
     retrieve_in_verify = False
+    polls_through_sweep = False
 
     def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
         """No batch endpoint: one call per id, over this client's kept-alive connections."""
@@ -204,20 +196,7 @@ class HaciendaClient:
         body: dict[str, Any] | None,
         handle: Callable[[httpx.Response], T],
     ) -> T:
-        token = self._tokens.get()
-        try:
-            return self._send(operation, method, url, body, token, handle)
-        except _Unauthorized:
-            log.warning("hacienda: API refused the access token on %s; renewing it once", operation)
-        token = self._tokens.renew(token)
-        try:
-            return self._send(operation, method, url, body, token, handle)
-        except _Unauthorized as exc:
-            raise AuthError(
-                "hacienda API refused a freshly issued token (HTTP 401)",
-                code="401",
-                description=exc.description,
-            ) from None
+        return self._tokens.authorized(operation, lambda token: self._send(operation, method, url, body, token, handle))
 
     def _send(
         self,
@@ -239,7 +218,7 @@ class HaciendaClient:
             status = response.status_code
             cause = _cause(response)
             if status == 401:
-                raise _Unauthorized("hacienda API refused the token (HTTP 401)", code="401", description=cause)
+                raise Unauthorized("hacienda API refused the token (HTTP 401)", code="401", description=cause)
             if status == 403:
                 raise AuthError(
                     "hacienda API access is blocked for these credentials (HTTP 403)",

@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from providers.base import read_setting
+from providers.env import Env
 
 DEFAULT_API_URL = "http://127.0.0.1:8080/hacienda/recepcion/v1/"
 DEFAULT_IDP_URL = "http://127.0.0.1:8080/hacienda/idp/auth/realms/rut-stag/protocol/openid-connect/token"
@@ -67,35 +67,24 @@ class HaciendaSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HaciendaSettings:
-        def get(name: str, default: str | None = None) -> str | None:
-            return read_setting(name, default, environ)
-
-        def number(name: str, default: float) -> float:
-            value = get(name)
-            return default if value is None else float(value)
-
-        redis_url = get("HACIENDA_REDIS_URL")
-        if redis_url is None:
-            broker = get("CELERY_BROKER_URL") or ""
-            redis_url = broker if broker.startswith(("redis://", "rediss://", "unix://")) else None
-        burst = get("HACIENDA_RATE_BURST")
+        env = Env(environ)
         return cls(
-            api_url=get("HACIENDA_API_URL", DEFAULT_API_URL) or DEFAULT_API_URL,
-            idp_url=get("HACIENDA_IDP_URL", DEFAULT_IDP_URL) or DEFAULT_IDP_URL,
-            client_id=get("HACIENDA_CLIENT_ID", "api-stag") or "api-stag",
-            username=get("HACIENDA_USERNAME"),
-            password=get("HACIENDA_PASSWORD"),
-            entity_override=get("HACIENDA_ENTITY"),
-            redis_url=redis_url,
-            redis_prefix=get("HACIENDA_REDIS_PREFIX", "einvoice") or "einvoice",
-            connect_timeout=number("HACIENDA_CONNECT_TIMEOUT", 5.0),
-            read_timeout=number("HACIENDA_READ_TIMEOUT", 30.0),
-            rate_per_hour=int(number("HACIENDA_RATE_PER_HOUR", 100)),
-            rate_per_day=int(number("HACIENDA_RATE_PER_DAY", 1000)),
-            rate_burst=int(burst) if burst else None,
-            rate_wait=number("HACIENDA_RATE_WAIT", 5.0),
-            token_refresh_margin=number("HACIENDA_TOKEN_REFRESH_MARGIN", 45.0),
-            auth_cooldown=number("HACIENDA_AUTH_COOLDOWN", 300.0),
-            callback_url=get("HACIENDA_CALLBACK_URL"),
-            max_payload_bytes=int(number("HACIENDA_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024)),
+            api_url=env.text("HACIENDA_API_URL", DEFAULT_API_URL),
+            idp_url=env.text("HACIENDA_IDP_URL", DEFAULT_IDP_URL),
+            client_id=env.text("HACIENDA_CLIENT_ID", "api-stag"),
+            username=env.get("HACIENDA_USERNAME"),
+            password=env.get("HACIENDA_PASSWORD"),
+            entity_override=env.get("HACIENDA_ENTITY"),
+            redis_url=env.redis_url("HACIENDA_REDIS_URL"),
+            redis_prefix=env.text("HACIENDA_REDIS_PREFIX", "einvoice"),
+            connect_timeout=env.number("HACIENDA_CONNECT_TIMEOUT", 5.0),
+            read_timeout=env.number("HACIENDA_READ_TIMEOUT", 30.0),
+            rate_per_hour=int(env.number("HACIENDA_RATE_PER_HOUR", 100)),
+            rate_per_day=int(env.number("HACIENDA_RATE_PER_DAY", 1000)),
+            rate_burst=env.optional_integer("HACIENDA_RATE_BURST"),
+            rate_wait=env.number("HACIENDA_RATE_WAIT", 5.0),
+            token_refresh_margin=env.number("HACIENDA_TOKEN_REFRESH_MARGIN", 45.0),
+            auth_cooldown=env.number("HACIENDA_AUTH_COOLDOWN", 300.0),
+            callback_url=env.get("HACIENDA_CALLBACK_URL"),
+            max_payload_bytes=int(env.number("HACIENDA_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024)),
         )

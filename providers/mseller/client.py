@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
@@ -40,6 +40,7 @@ from providers.base import (
     VerifyStatus,
     observed,
 )
+from providers.http import api_client, shared_redis
 from providers.mseller.budget import AccountPausedError, MonthlyBudget, make_budget, next_month_start
 from providers.mseller.ecf import (
     MalformedAnswer,
@@ -51,6 +52,7 @@ from providers.mseller.ecf import (
 from providers.mseller.settings import MAX_BATCH, MSellerSettings
 from providers.mseller.token import TokenSource
 from providers.ratelimit import Rate, RateLimiter, retry_after_seconds
+from providers.tokens import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,6 @@ RATE_WINDOW = 10
 MAX_MESSAGE = 2000
 
 
-class _Unauthorized(AuthError):
-    """A 401 from the API: the idToken may just have expired, so it earns one renewal."""
-
-
 def plan_rates(requests_per_second: int) -> list[Rate]:
     """The per-second plan as a token bucket; no limit at all for 0 (tests, contract plans)."""
     if requests_per_second <= 0:
@@ -88,6 +86,8 @@ class MSellerClient:
     name = NAME
     # An issued verify result carries the final record (files["json"]): nothing left to retrieve.
     retrieve_in_verify = True
+    # Polls wait for the sweep, which groups the due e-NCF into one batch status call.
+    polls_through_sweep = True
 
     def __init__(
         self,
@@ -97,15 +97,8 @@ class MSellerClient:
         limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            headers={"User-Agent": "einvoice-worker"},
-        )
-        self._redis: Any = None
-        if settings.redis_url:
-            import redis
-
-            self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._http = api_client(settings.connect_timeout, settings.read_timeout)
+        self._redis = shared_redis(settings.redis_url)
         self._tokens = TokenSource(settings, self._http, self._redis)
         account = hashlib.sha256(f"{settings.base}\0{settings.email or ''}".encode()).hexdigest()[:16]
         self.limiter = limiter or RateLimiter(
@@ -240,18 +233,9 @@ class MSellerClient:
     def _call(
         self, operation: str, method: str, path: str, body: bytes | None, handle: Callable[[httpx.Response], T]
     ) -> T:
-        token = self._tokens.get()
-        try:
-            return self._send(operation, method, path, body, token, handle)
-        except _Unauthorized:
-            log.warning("mseller: API refused the idToken on %s; logging in again once", operation)
-        token = self._tokens.renew(token)
-        try:
-            return self._send(operation, method, path, body, token, handle)
-        except _Unauthorized as exc:
-            raise AuthError(
-                "mseller API refused a freshly issued idToken (HTTP 401)", code="401", description=exc.description
-            ) from None
+        return self._tokens.authorized(
+            operation, lambda token: self._send(operation, method, path, body, token, handle)
+        )
 
     def _send(
         self,
@@ -281,7 +265,7 @@ class MSellerClient:
             if status in (401, 403, 412, 429) or status >= 500 or status == 499:
                 code, message = _error_body(response)
                 if status == 401:
-                    raise _Unauthorized("mseller API refused the idToken (HTTP 401)", code="401", description=message)
+                    raise Unauthorized("mseller API refused the idToken (HTTP 401)", code="401", description=message)
                 if status == 403:
                     raise AuthError(
                         "mseller refused the API key or its permissions (HTTP 403)",

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from providers.base import read_setting
+from providers.env import Env
 
 DEFAULT_URL = "http://127.0.0.1:8080/mseller"
 ENVIRONMENTS = ("TesteCF", "CerteCF", "eCF")
@@ -108,38 +108,24 @@ class MSellerSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MSellerSettings:
-        def get(name: str, default: str | None = None) -> str | None:
-            return read_setting(name, default, environ)
-
-        def number(name: str, default: float) -> float:
-            value = get(name)
-            return default if value is None else float(value)
-
-        def optional_int(name: str) -> int | None:
-            value = get(name)
-            return None if value is None else int(value)
-
-        redis_url = get("MSELLER_REDIS_URL")
-        if redis_url is None:
-            broker = get("CELERY_BROKER_URL") or ""
-            redis_url = broker if broker.startswith(("redis://", "rediss://", "unix://")) else None
+        env = Env(environ)
         return cls(
-            url=get("MSELLER_URL", DEFAULT_URL) or DEFAULT_URL,
-            environment=get("MSELLER_ENV", "TesteCF") or "TesteCF",
-            email=get("MSELLER_EMAIL"),
-            password=get("MSELLER_PASSWORD"),
-            api_key=get("MSELLER_API_KEY"),
-            rnc=get("MSELLER_RNC"),
-            plan=(get("MSELLER_PLAN", "gratis") or "gratis").strip().lower(),
-            rate_per_second=optional_int("MSELLER_RATE_PER_SECOND"),
-            monthly_requests=optional_int("MSELLER_MONTHLY_REQUESTS"),
-            rate_wait=number("MSELLER_RATE_WAIT", 5.0),
-            redis_url=redis_url,
-            redis_prefix=get("MSELLER_REDIS_PREFIX", "einvoice") or "einvoice",
-            connect_timeout=number("MSELLER_CONNECT_TIMEOUT", 5.0),
-            read_timeout=number("MSELLER_READ_TIMEOUT", 30.0),
-            token_refresh_margin=number("MSELLER_TOKEN_REFRESH_MARGIN", 60.0),
-            auth_cooldown=number("MSELLER_AUTH_COOLDOWN", 300.0),
-            batch_size=int(number("MSELLER_BATCH_SIZE", 50)),
-            max_payload_bytes=int(number("MSELLER_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024)),
+            url=env.text("MSELLER_URL", DEFAULT_URL),
+            environment=env.text("MSELLER_ENV", "TesteCF"),
+            email=env.get("MSELLER_EMAIL"),
+            password=env.get("MSELLER_PASSWORD"),
+            api_key=env.get("MSELLER_API_KEY"),
+            rnc=env.get("MSELLER_RNC"),
+            plan=env.text("MSELLER_PLAN", "gratis").lower(),
+            rate_per_second=env.optional_integer("MSELLER_RATE_PER_SECOND"),
+            monthly_requests=env.optional_integer("MSELLER_MONTHLY_REQUESTS"),
+            rate_wait=env.number("MSELLER_RATE_WAIT", 5.0),
+            redis_url=env.redis_url("MSELLER_REDIS_URL"),
+            redis_prefix=env.text("MSELLER_REDIS_PREFIX", "einvoice"),
+            connect_timeout=env.number("MSELLER_CONNECT_TIMEOUT", 5.0),
+            read_timeout=env.number("MSELLER_READ_TIMEOUT", 30.0),
+            token_refresh_margin=env.number("MSELLER_TOKEN_REFRESH_MARGIN", 60.0),
+            auth_cooldown=env.number("MSELLER_AUTH_COOLDOWN", 300.0),
+            batch_size=int(env.number("MSELLER_BATCH_SIZE", 50)),
+            max_payload_bytes=int(env.number("MSELLER_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024)),
         )

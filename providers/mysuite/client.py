@@ -1,11 +1,8 @@
 """The MYSuite client: async "Grandes Asíncrono" for large documents, sync CONVERT_NATIVE_XML for small.
 
 Concurrency: one client is shared by every thread of a process. httpx's connection pool is
-thread-safe and zeep envelope building is serialised by a lock. After a fork (Celery prefork) the
-child must not touch the connection pool it inherited, whose sockets the parent still uses, so an
-`os.register_at_fork` hook makes each live client open a fresh pool in the child on first use; the
-inherited one is dropped without being closed. `close()` releases the pool; the client reopens one
-if it is used again.
+thread-safe and zeep envelope building is serialised by a lock; the pool is opened afresh in a
+forked child (providers/http.py).
 """
 
 from __future__ import annotations
@@ -16,10 +13,8 @@ import hashlib
 import logging
 import os
 import re
-import threading
 import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TypeVar
@@ -40,7 +35,8 @@ from providers.base import (
     observed,
     verify_each,
 )
-from providers.links import LinkPolicy, UnexpectedContent, check_content, open_link
+from providers.http import ForkSafePool, read_capped, timeout
+from providers.links import MAX_ZIP_MEMBERS, LinkPolicy, UnexpectedContent, check_content, open_link
 from providers.mysuite.config import MySuiteConfig
 from providers.mysuite.parsing import (
     DUPLICATE_CODE,
@@ -53,13 +49,13 @@ from providers.mysuite.parsing import (
     parse_links,
     parse_lookup,
     parse_request_id,
-    parse_retry_after,
     parse_verify,
     refusal_error,
     sniff_content_type,
 )
 from providers.mysuite.soap import EnvelopeBuilder
 from providers.mysuite.validation import check_internal_id, check_payload, native_internal_number
+from providers.ratelimit import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +99,6 @@ def _install_url_redaction() -> None:
 
 _install_url_redaction()
 
-_live_clients: weakref.WeakSet[MySuiteClient] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_live_clients):
-        client._forget_inherited_pool()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 class MySuiteClient:
     """`providers.base.Provider` for MYSuite FactWSFront (async host for large documents, sync for small)."""
@@ -123,9 +109,7 @@ class MySuiteClient:
         self.config = config
         self.links = links or LinkPolicy.for_provider([config.async_url, config.sync_url])
         self._envelopes = EnvelopeBuilder(config.requestor, config.entity, config.user, config.username)
-        self._lock = threading.Lock()
-        self._http: httpx.Client | None = None
-        _live_clients.add(self)
+        self._pool = ForkSafePool(self._open)
 
     def __repr__(self) -> str:
         return f"MySuiteClient({self.config!r})"
@@ -136,6 +120,7 @@ class MySuiteClient:
 
     batch_size = 50
     retrieve_in_verify = False
+    polls_through_sweep = False
 
     def verify_many(self, request_ids: Sequence[str]) -> Mapping[str, VerifyResult | ProviderError]:
         """No batch endpoint: one call per id, over this client's kept-alive connections."""
@@ -143,32 +128,24 @@ class MySuiteClient:
 
     # -- connection pool ---------------------------------------------------------------------
 
+    def _open(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=self._timeout(self.config.read_timeout),
+            limits=httpx.Limits(
+                max_connections=self.config.max_connections,
+                max_keepalive_connections=self.config.max_connections,
+            ),
+            follow_redirects=False,
+        )
+
     def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                self._http = httpx.Client(
-                    timeout=self._timeout(self.config.read_timeout),
-                    limits=httpx.Limits(
-                        max_connections=self.config.max_connections,
-                        max_keepalive_connections=self.config.max_connections,
-                    ),
-                    follow_redirects=False,
-                )
-            return self._http
+        return self._pool.client()
 
     def _timeout(self, read: float) -> httpx.Timeout:
-        connect = self.config.connect_timeout
-        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
-
-    def _forget_inherited_pool(self) -> None:
-        self._lock = threading.Lock()  # another thread may have held the parent's lock at fork time
-        self._http = None
+        return timeout(self.config.connect_timeout, read)
 
     def close(self) -> None:
-        with self._lock:
-            http, self._http = self._http, None
-        if http is not None:
-            http.close()
+        self._pool.close()
 
     # -- the Provider contract ---------------------------------------------------------------
 
@@ -227,17 +204,18 @@ class MySuiteClient:
 
         return self._retrying(once)
 
-    def download(self, url: str, dest: Path, *, max_bytes: int | None = None, package: bool = False) -> DownloadResult:
+    def download(
+        self, url: str, dest: Path, *, max_bytes: int | None = None, max_members: int = MAX_ZIP_MEMBERS
+    ) -> DownloadResult:
         """Stream a link to `dest` (atomically), decoding base64 bodies, hashing what is written.
 
         The link, every redirect, the size and the content go through `self.links` (see
         `providers.links`): a refused link or body leaves no file behind. `max_bytes` caps the
-        decoded file below the links' own cap (Descarga Masiva packages). `package`: a Descarga
-        Masiva package holds thousands of entries, more than the links' few-file ZIP check allows;
-        its caller checks it whole (`verify_zip`) and its reader caps every entry.
+        decoded file below the links' own cap, and `max_members` lifts the entry count of a ZIP
+        (Descarga Masiva packages).
         """
         self.links.check(url)
-        return self._retrying(self._download_once, url, Path(dest), max_bytes, package)
+        return self._retrying(self._download_once, url, Path(dest), max_bytes, max_members)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -334,7 +312,7 @@ class MySuiteClient:
             with self._client().stream(
                 "POST", url, content=envelope.body(), headers=headers, timeout=self._timeout(read)
             ) as response:
-                body = _read_capped(response.iter_bytes(), MAX_ANSWER_BYTES)
+                body = read_capped(response.iter_bytes(), MAX_ANSWER_BYTES, "MYSuite")
                 status, answer_headers = response.status_code, response.headers
         except httpx.TimeoutException as exc:
             raise TransientError(f"MYSuite {transaction} timed out ({type(exc).__name__})") from exc
@@ -345,15 +323,14 @@ class MySuiteClient:
     # -- downloads ---------------------------------------------------------------------------
 
     def _download_once(
-        self, url: str, dest: Path, max_bytes: int | None = None, package: bool = False
+        self, url: str, dest: Path, max_bytes: int | None = None, max_members: int = MAX_ZIP_MEMBERS
     ) -> DownloadResult:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         try:
             with observed(PROVIDER, "download"):
                 result = self._stream_to(url, partial, max_bytes)
-                if not package:
-                    check_content(partial, result[2], self.links)
+                check_content(partial, result[2], self.links, max_members=max_members)
             os.replace(partial, dest)
         finally:
             partial.unlink(missing_ok=True)
@@ -385,17 +362,6 @@ class MySuiteClient:
 def _check_request_id(request_id: str) -> None:
     if not isinstance(request_id, str) or not re.fullmatch(r"[A-Za-z0-9{}\-]{1,100}", request_id):
         raise PermanentError("MYSuite request id is malformed")
-
-
-def _read_capped(chunks: Iterator[bytes], limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise TransientError(f"MYSuite answer is larger than {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _raise_for_download_status(response: httpx.Response) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from providers.base import read_setting
+from providers.env import Env
 
 DEFAULT_ASYNC_URL = "http://127.0.0.1:8080/mysuite/async/factwsfront.asmx"
 DEFAULT_SYNC_URL = "http://127.0.0.1:8080/mysuite/sync/FactWSFront.asmx"
@@ -71,45 +71,24 @@ class MySuiteConfig:
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> MySuiteConfig:
         """Build the config from `MYSUITE_*` variables; unset ones keep the sandbox-friendly defaults."""
 
-        def text(name: str, default: str) -> str:
-            value = read_setting(name, default, environ)
-            return default if value is None else value.strip()
-
-        def number(name: str, default: float) -> float:
-            raw = text(name, "")
-            if not raw:
-                return default
-            try:
-                return float(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a number of seconds") from None
-
-        def integer(name: str, default: int) -> int:
-            raw = text(name, "")
-            if not raw:
-                return default
-            try:
-                return int(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be an integer") from None
-
-        environment = text("MYSUITE_ENV", "test").lower()
+        env = Env(environ)
+        environment = env.text("MYSUITE_ENV", "test").lower()
         if environment not in MAX_PAYLOAD_BYTES:
             raise ValueError(f"MYSUITE_ENV must be one of {', '.join(MAX_PAYLOAD_BYTES)}")
-        entity = text("MYSUITE_ENTITY", DEFAULT_ENTITY)
-        requestor = text("MYSUITE_REQUESTOR", ZERO_GUID)
+        entity = env.text("MYSUITE_ENTITY", DEFAULT_ENTITY)
+        requestor = env.text("MYSUITE_REQUESTOR", ZERO_GUID)
         return cls(
-            async_url=text("MYSUITE_ASYNC_URL", DEFAULT_ASYNC_URL),
-            sync_url=text("MYSUITE_SYNC_URL", DEFAULT_SYNC_URL),
+            async_url=env.text("MYSUITE_ASYNC_URL", DEFAULT_ASYNC_URL),
+            sync_url=env.text("MYSUITE_SYNC_URL", DEFAULT_SYNC_URL),
             requestor=requestor,
             entity=entity,
-            user=text("MYSUITE_USER", requestor),
-            username=text("MYSUITE_USERNAME", f"MX.{entity}.einvoice"),
+            user=env.text("MYSUITE_USER", requestor),
+            username=env.text("MYSUITE_USERNAME", f"MX.{entity}.einvoice"),
             environment="production" if environment == "production" else "test",
-            async_min_bytes=integer("MYSUITE_ASYNC_MIN_BYTES", MIB),
-            connect_timeout=number("MYSUITE_CONNECT_TIMEOUT", 5.0),
-            read_timeout=number("MYSUITE_READ_TIMEOUT", 30.0),
-            upload_timeout=number("MYSUITE_UPLOAD_TIMEOUT", 300.0),
-            link_ttl_seconds=number("MYSUITE_LINK_TTL_SECONDS", 5 * 86400.0),
-            max_connections=integer("MYSUITE_MAX_CONNECTIONS", 64),
+            async_min_bytes=env.integer("MYSUITE_ASYNC_MIN_BYTES", MIB),
+            connect_timeout=env.number("MYSUITE_CONNECT_TIMEOUT", 5.0),
+            read_timeout=env.number("MYSUITE_READ_TIMEOUT", 30.0),
+            upload_timeout=env.number("MYSUITE_UPLOAD_TIMEOUT", 300.0),
+            link_ttl_seconds=env.number("MYSUITE_LINK_TTL_SECONDS", 5 * 86400.0),
+            max_connections=env.integer("MYSUITE_MAX_CONNECTIONS", 64),
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import math
 import re
@@ -33,6 +32,8 @@ from providers.base import (
     VerifyResult,
     VerifyStatus,
 )
+from providers.ratelimit import parse_retry_after
+from providers.xml import clip, parse_untrusted
 
 WS_NS = "http://www.fact.com.mx/schema/ws"
 SOAP_ENVELOPE_NAMESPACES = frozenset(
@@ -49,31 +50,8 @@ MAX_SERIE = 25
 MAX_FOLIO = 40
 """CFDI 4.0 `Folio`: up to 40 characters; MYSuite's Serial is the folio."""
 
-_PARSER_OPTIONS: dict[str, Any] = {
-    "resolve_entities": False,
-    "no_network": True,
-    "load_dtd": False,
-    "dtd_validation": False,
-    "huge_tree": True,
-    "remove_blank_text": False,
-}
 _NET_DATE = re.compile(r"^/Date\((-?\d{1,15})([+-]\d{4})?\)/$")
 _BASE64_TEXT = re.compile(rb"^[A-Za-z0-9+/\s]*={0,2}\s*$")
-_MAX_TEXT = 300
-
-
-def safe_xml_parser() -> Any:
-    """A parser for XML we did not write: no entity expansion, no DTD, no network.
-
-    huge_tree only lifts libxml2's 10 MB text-node limit (base64 PDFs in sync answers); with entity
-    resolution off it opens no expansion attack, and every input is size-bounded before parsing.
-    """
-    return etree.XMLParser(**_PARSER_OPTIONS)
-
-
-def clip(text: str | None, limit: int = _MAX_TEXT) -> str | None:
-    """Keep provider texts short enough for one log line and one event row, control characters out."""
-    return answers.message(text, limit)
 
 
 @dataclass(frozen=True)
@@ -134,21 +112,6 @@ def parse_bool(value: str | None) -> bool | None:
     if lowered in ("false", "0"):
         return False
     return None
-
-
-def parse_document(content: bytes, what: str) -> Any:
-    """The root of an XML document MYSuite wrote, read with the safe parser; unreadable is transient."""
-    try:
-        root = etree.fromstring(content, parser=safe_xml_parser())
-    except (etree.LxmlError, ValueError) as exc:
-        raise TransientError(f"MYSuite {what} is not well-formed XML: {clip(str(exc), 120)}") from None
-    if root is None:
-        raise TransientError(f"MYSuite {what} is empty")
-    if root.getroottree().docinfo.doctype:
-        # SOAP forbids a DTD in a message and MYSuite never sends one; left unresolved, its entity
-        # references would turn up as nodes that are not elements.
-        raise TransientError(f"MYSuite {what} carries a DOCTYPE")
-    return root
 
 
 def _soap_body(root: Any) -> Any:
@@ -260,26 +223,6 @@ def refusal_error(reply: TransactionReply, operation: str) -> PermanentError | A
         hint=clip(reply.hint),
         data=clip(reply.data),
     )
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None if unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, min(seconds, 86400.0))
 
 
 def interpret_http_answer(status: int, headers: Mapping[str, str], body: bytes) -> TransactionReply:
@@ -533,6 +476,11 @@ def parse_links(reply: TransactionReply) -> dict[str, str]:
         "xml": _decode_url(reply.response_data1, "XML"),
         "pdf": _decode_url(reply.response_data3, "PDF"),
     }
+
+
+def parse_document(content: bytes, what: str) -> Any:
+    """The root of an XML document MYSuite wrote, read with the safe parser; unreadable is transient."""
+    return parse_untrusted(content, f"MYSuite {what}", TransientError)
 
 
 def parse_request_id(value: str | None) -> str:

@@ -12,23 +12,20 @@ refused logins ("Bloqueo de acceso… 3 ocasiones, ya sea a través del portal o
   hammered while the service is down; the caller backs off.
 
 Concurrency: one client is shared by every thread of a process (httpx's pool is thread-safe, zeep
-serialisation is locked). After a fork the child drops the pool it inherited, as the MYSuite client
-does, because the parent still owns those sockets.
+serialisation is locked). After a fork the child drops the pool it inherited (providers/http.py),
+because the parent still owns those sockets.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import weakref
-from collections.abc import Iterator
 
 import httpx
 import tenacity
 from lxml import etree
 
 from providers.base import TransientError, observed
+from providers.http import ForkSafePool, read_capped, timeout
 from providers.prodigia import inputs
 from providers.prodigia.config import ProdigiaConfig
 from providers.prodigia.inputs import (
@@ -37,27 +34,17 @@ from providers.prodigia.inputs import (
     cfdi_text,
     clean_datos,
     parse_cfdi,
-    safe_parser,
 )
 from providers.prodigia.parsing import AddendaAnswer, interpret_http_answer, refusal
 from providers.prodigia.signed import AddendaRefused, verify_attached
 from providers.prodigia.soap import EnvelopeBuilder
+from providers.xml import parse_untrusted
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "prodigia"
 MAX_ANSWER_BYTES = 64 << 20
 """Largest answer read into memory: a CFDI of MAX_CFDI_BYTES in base64 plus the envelope."""
-
-_live_clients: weakref.WeakSet[AddendaClient] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_live_clients):
-        client._forget_inherited_pool()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _NotSent(Exception):
@@ -84,9 +71,9 @@ class AddendaClient:
     def __init__(self, config: ProdigiaConfig) -> None:
         self.config = config
         self._envelopes = EnvelopeBuilder(config.namespace)
-        self._lock = threading.Lock()
-        self._http: httpx.Client | None = None
-        _live_clients.add(self)
+        self._pool = ForkSafePool(
+            lambda: httpx.Client(timeout=timeout(config.connect_timeout, config.read_timeout), follow_redirects=False)
+        )
 
     def __repr__(self) -> str:
         return f"AddendaClient({self.config!r})"
@@ -117,27 +104,8 @@ class AddendaClient:
 
     # -- connection pool ---------------------------------------------------------------------
 
-    def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._http is None:
-                timeout = httpx.Timeout(
-                    connect=self.config.connect_timeout,
-                    read=self.config.read_timeout,
-                    write=self.config.read_timeout,
-                    pool=self.config.connect_timeout,
-                )
-                self._http = httpx.Client(timeout=timeout, follow_redirects=False)
-            return self._http
-
-    def _forget_inherited_pool(self) -> None:
-        self._lock = threading.Lock()  # another thread may have held the parent's lock at fork time
-        self._http = None
-
     def close(self) -> None:
-        with self._lock:
-            http, self._http = self._http, None
-        if http is not None:
-            http.close()
+        self._pool.close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -169,8 +137,8 @@ class AddendaClient:
 
     def _post(self, headers: dict[str, str], body: bytes) -> tuple[int, httpx.Headers, bytes]:
         try:
-            with self._client().stream("POST", self.config.url, content=body, headers=headers) as response:
-                content = _read_capped(response.iter_bytes(), MAX_ANSWER_BYTES)
+            with self._pool.client().stream("POST", self.config.url, content=body, headers=headers) as response:
+                content = read_capped(response.iter_bytes(), MAX_ANSWER_BYTES, "Prodigia")
                 return response.status_code, response.headers, content
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _NotSent(type(exc).__name__) from None
@@ -180,25 +148,9 @@ class AddendaClient:
             raise TransientError(f"Prodigia connection failed ({type(exc).__name__})") from None
 
 
-def _read_capped(chunks: Iterator[bytes], limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise TransientError(f"Prodigia answer is larger than {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 def _checked_node(content: bytes) -> bytes:
     """The procesarAddenda document if it is a well-formed `cfdi:Addenda` with content."""
-    try:
-        root = etree.fromstring(content, parser=safe_parser())
-    except (etree.LxmlError, ValueError) as exc:
-        raise AddendaRefused(f"the addenda returned is not well-formed XML: {str(exc)[:120]}") from None
-    if root is None or root.getroottree().docinfo.doctype:
-        raise AddendaRefused("the addenda returned is empty or carries a DOCTYPE")
+    root = parse_untrusted(content, "the addenda returned", AddendaRefused)
     qname = etree.QName(root)
     if qname.localname != "Addenda" or qname.namespace not in CFDI_NAMESPACES:
         raise AddendaRefused("the document returned is not a cfdi:Addenda")

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from providers.base import read_setting
+from providers.env import Env
 from providers.prodigia.inputs import MAX_CFDI_BYTES, MAX_DATOS_BYTES
 from providers.prodigia.soap import SHIPPED_NAMESPACE
 
@@ -50,23 +50,13 @@ class ProdigiaConfig:
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ProdigiaConfig:
         """Build the config from `PRODIGIA_*` variables; unset ones keep the sandbox defaults."""
 
-        def text(name: str, default: str) -> str:
-            value = read_setting(name, default, environ)
-            return default if value is None else value.strip()
-
-        def number(name: str, default: float) -> float:
-            raw = text(name, "")
-            try:
-                return float(raw) if raw else default
-            except ValueError:
-                raise ValueError(f"{name} must be a number") from None
-
+        env = Env(environ)
         return cls(
-            url=text("PRODIGIA_ADDENDAS_URL", DEFAULT_URL),
-            contrato=text("PRODIGIA_CONTRATO", DEFAULT_CONTRATO),
-            usuario=text("PRODIGIA_USUARIO", DEFAULT_USUARIO),
-            passwd=text("PRODIGIA_PASSWD", DEFAULT_PASSWD),
-            namespace=text("PRODIGIA_NAMESPACE", SHIPPED_NAMESPACE),
-            connect_timeout=number("PRODIGIA_CONNECT_TIMEOUT", 5.0),
-            read_timeout=number("PRODIGIA_READ_TIMEOUT", 60.0),
+            url=env.text("PRODIGIA_ADDENDAS_URL", DEFAULT_URL),
+            contrato=env.text("PRODIGIA_CONTRATO", DEFAULT_CONTRATO),
+            usuario=env.text("PRODIGIA_USUARIO", DEFAULT_USUARIO),
+            passwd=env.text("PRODIGIA_PASSWD", DEFAULT_PASSWD),
+            namespace=env.text("PRODIGIA_NAMESPACE", SHIPPED_NAMESPACE),
+            connect_timeout=env.number("PRODIGIA_CONNECT_TIMEOUT", 5.0),
+            read_timeout=env.number("PRODIGIA_READ_TIMEOUT", 60.0),
         )

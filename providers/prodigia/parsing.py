@@ -19,12 +19,11 @@ from typing import Any, NoReturn
 from lxml import etree
 
 from providers.base import AuthError, PermanentError, ProviderError, RateLimitedError, TransientError
-from providers.prodigia.inputs import safe_parser
+from providers.xml import clip, parse_untrusted
 
 SOAP_ENVELOPE_NAMESPACES = frozenset(
     {"http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope"}
 )
-MAX_TEXT = 300
 
 CODE_OK = 0
 AUTH_CODES = frozenset({1, 2})
@@ -39,13 +38,6 @@ for addendas, but if it ever comes it means the same thing."""
 _LOCK_MARKERS = ("bloque", "contraseña", "contrasena", "password", "credencial", "usuario", "contrato")
 _DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 _CODE = re.compile(r"[+-]?\d{1,9}")
-
-
-def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
-    """Keep provider texts short enough for one log line and one event row."""
-    if text is None:
-        return None
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -79,15 +71,7 @@ def _text(element: Any) -> str | None:
 
 
 def _parse(content: bytes, what: str) -> Any:
-    try:
-        root = etree.fromstring(content, parser=safe_parser())
-    except (etree.LxmlError, ValueError) as exc:
-        raise TransientError(f"Prodigia {what} is not well-formed XML: {clip(str(exc), 120)}") from None
-    if root is None:
-        raise TransientError(f"Prodigia {what} is empty")
-    if root.getroottree().docinfo.doctype:
-        raise TransientError(f"Prodigia {what} carries a DOCTYPE")
-    return root
+    return parse_untrusted(content, f"Prodigia {what}", TransientError)
 
 
 def _raise_fault(fault: Any) -> NoReturn:

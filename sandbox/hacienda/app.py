@@ -9,7 +9,6 @@ state needs no locks: nothing awaits between reading and updating it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -32,8 +31,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
+from sandbox.admin import admin_routes
+from sandbox.faults import injected_fault
 from sandbox.hacienda.config import HaciendaSandboxConfig
 
 MENSAJE_NS = "https://cdn.comprobanteselectronicos.go.cr/xml-schemas/v4.4/mensajeHacienda"
@@ -85,14 +85,10 @@ class SandboxState:
         self.per_clave.setdefault(clave, Counter())[name] += 1
 
 
-class _DroppedConnection(Response):
-    """Starts a response and never finishes it: the server then closes the socket mid-answer."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"512")]})
+def _server_error(status: int) -> Response:
+    if status == 499:
+        return _error(499, "La petición no pudo ser recibida por la plataforma. Debe reintentarse el proceso.")
+    return _error(status, "Error interno del API de recepción (falla simulada)")
 
 
 def _error(status: int, cause: str, *, validation: bool = False, headers: dict[str, str] | None = None) -> Response:
@@ -117,26 +113,14 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
 
     async def faults(target: str) -> Response | str | None:
         """An injected failure, "malformed" for a garbled answer after processing, or None."""
-        config = state.config
-        if config.fault_scope not in ("all", target):
-            return None
-        if config.latency_ms > 0:
-            await asyncio.sleep(config.latency_ms / 1000)
-        draw = state.rng.random()
-        if draw < config.drop_share:
-            state.totals["fault_dropped"] += 1
-            return _DroppedConnection()
-        draw -= config.drop_share
-        if draw < config.error_share:
-            state.totals[f"fault_{config.error_status}"] += 1
-            if config.error_status == 499:
-                return _error(499, "La petición no pudo ser recibida por la plataforma. Debe reintentarse el proceso.")
-            return _error(config.error_status, "Error interno del API de recepción (falla simulada)")
-        draw -= config.error_share
-        if draw < config.malformed_share:
-            state.totals["fault_malformed"] += 1
-            return "malformed"
-        return None
+        return await injected_fault(
+            state.config,
+            state.rng,
+            state.totals,
+            target,
+            _server_error,
+            (("malformed", state.config.malformed_share),),
+        )
 
     def quota() -> tuple[Response | None, dict[str, str]]:
         """Count one recepción call; a 429 once any window is spent.
@@ -359,36 +343,20 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
 
     # ---- Admin -----------------------------------------------------------------------------
 
-    async def get_config(request: Request) -> Response:
-        return JSONResponse(state.config.as_json())
-
-    async def set_config(request: Request) -> Response:
-        try:
-            changes = json.loads(await request.body() or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
-            new = state.config.updated(changes)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+    def apply(changes: dict[str, Any]) -> None:
+        new = state.config.updated(changes)
         if new.seed != state.config.seed:
             state.rng = random.Random(new.seed)
         state.config = new
-        return JSONResponse(state.config.as_json())
 
-    async def reset(request: Request) -> Response:
-        state.reset()
-        return JSONResponse({"reset": True})
-
-    async def counters(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "totals": dict(state.totals),
-                "claves": {clave: dict(c) for clave, c in state.per_clave.items()},
-                "tokens": {
-                    name: state.totals[name] for name in ("logins", "refreshes", "login_failures", "refresh_failures")
-                },
-            }
-        )
+    def counters() -> dict[str, Any]:
+        return {
+            "totals": dict(state.totals),
+            "claves": {clave: dict(c) for clave, c in state.per_clave.items()},
+            "tokens": {
+                name: state.totals[name] for name in ("logins", "refreshes", "login_failures", "refresh_failures")
+            },
+        }
 
     async def expire_tokens(request: Request) -> Response:
         """Invalidate issued access tokens (and refresh tokens with `{"refresh": true}`)."""
@@ -401,10 +369,7 @@ def create_app(config: HaciendaSandboxConfig | None = None) -> Starlette:
 
     routes = [
         Route("/idp/auth/realms/{realm}/protocol/openid-connect/token", token, methods=["POST"]),
-        Route("/_admin/config", get_config, methods=["GET"]),
-        Route("/_admin/config", set_config, methods=["POST"]),
-        Route("/_admin/reset", reset, methods=["POST"]),
-        Route("/_admin/counters", counters, methods=["GET"]),
+        *admin_routes(show=lambda: state.config.as_json(), apply=apply, reset=state.reset, counters=counters),
         Route("/_admin/expire-tokens", expire_tokens, methods=["POST"]),
     ]
     for base in ("/recepcion/v1", "/recepcion-sandbox/v1"):

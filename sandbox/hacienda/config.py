@@ -7,12 +7,11 @@ comma-separated in the environment, `users` is `name:password,name:password`.
 
 from __future__ import annotations
 
-import os
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from sandbox.knobs import from_env_by_type, updated_by_type
 
 DEFAULT_USERNAME = "cpj-3-101-123456@stag.comprobanteselectronicos.go.cr"
 DEFAULT_PASSWORD = "sandbox"
@@ -56,25 +55,11 @@ class HaciendaSandboxConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HaciendaSandboxConfig:
-        env = os.environ if environ is None else environ
-        preset = env.get(f"{ENV_PREFIX}PRESET", "default").strip().lower()
-        if preset not in ("default", "bench"):
-            raise ValueError(f"{ENV_PREFIX}PRESET must be default or bench, not {preset!r}")
-        base = cls.bench() if preset == "bench" else cls()
-        updates = {f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(cls) if ENV_PREFIX + f.name.upper() in env}
-        return base.updated(updates)
+        return from_env_by_type(cls(), cls.bench(), ENV_PREFIX, environ)
 
     def updated(self, changes: Mapping[str, Any]) -> HaciendaSandboxConfig:
         """A copy with `changes` applied, each converted to its field's type; ValueError names the bad one."""
-        hints = typing.get_type_hints(type(self))
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-        converted = {name: _convert(name, hints[name], value) for name, value in changes.items()}
-        result = replace(self, **converted)
-        result.check()
-        return result
+        return updated_by_type(self, changes)
 
     def check(self) -> None:
         for name in ("reject_share", "error_share", "drop_share", "malformed_share"):
@@ -102,48 +87,3 @@ class HaciendaSandboxConfig:
         data = asdict(self)
         data["users"] = sorted(self.users)
         return data
-
-
-def _convert(name: str, hint: Any, value: Any) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    try:
-        if origin in (types.UnionType, typing.Union):
-            if value is None or value == "":
-                return None
-            return _convert(name, next(a for a in args if a is not type(None)), value)
-        if origin is dict:
-            if isinstance(value, str):
-                pairs = (item.split(":", 1) for item in value.split(",") if item.strip())
-                return {user.strip(): password for user, password in pairs}
-            if isinstance(value, dict):
-                return {str(k): str(v) for k, v in value.items()}
-            raise ValueError("expected name:password pairs")
-        if origin is list:
-            if isinstance(value, str):
-                return [item.strip() for item in value.split(",") if item.strip()]
-            if isinstance(value, list):
-                return [str(item) for item in value]
-            raise ValueError("expected a list")
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError("expected a boolean")
-        if hint is int:
-            if isinstance(value, bool):
-                raise ValueError("expected an integer")
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError("expected a number")
-            return float(value)
-        if hint is str:
-            return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: {exc}") from None
-    raise ValueError(f"{name}: unsupported setting type {hint!r}")

@@ -10,7 +10,6 @@ state needs no locks: nothing awaits between reading and updating it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -30,8 +29,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
+from sandbox.admin import admin_routes
+from sandbox.faults import DroppedConnection, injected_fault
 from sandbox.mseller.config import ENVIRONMENTS, MSellerSandboxConfig
 
 _SIGNING_KEY = secrets.token_bytes(32)
@@ -108,16 +108,6 @@ class SandboxState:
         self.per_encf.setdefault(encf, Counter())[name] += 1
 
 
-class _DroppedConnection(Response):
-    """Starts a response and never finishes it: the server then closes the socket mid-answer."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"512")]})
-
-
 def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
     body = {"message": message}
     if code is not None:
@@ -142,28 +132,15 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
     async def faults(target: str) -> Response | str | None:
         """An injected failure, "lost"/"malformed" for an answer spoilt after the work, or None."""
         config = state.config
-        if config.fault_scope not in ("all", target):
-            return None
-        if config.latency_ms > 0:
-            await asyncio.sleep(config.latency_ms / 1000)
-        draw = state.rng.random()
-        for name, share in (
-            ("drop", config.drop_share),
-            ("error", config.error_share),
-            ("lost", config.lost_answer_share),
-            ("malformed", config.malformed_share),
-        ):
-            if draw < share:
-                if name == "drop":
-                    state.totals["fault_dropped"] += 1
-                    return _DroppedConnection()
-                if name == "error":
-                    state.totals[f"fault_{config.error_status}"] += 1
-                    return _error(config.error_status, "Internal server error (simulated)")
-                state.totals[f"fault_{name}"] += 1
-                return name
-            draw -= share
-        return None
+        spoilt = (("lost", config.lost_answer_share), ("malformed", config.malformed_share))
+        return await injected_fault(
+            config,
+            state.rng,
+            state.totals,
+            target,
+            lambda status: _error(status, "Internal server error (simulated)"),
+            spoilt,
+        )
 
     def authenticate(request: Request, environment: str) -> tuple[Response | None, str]:
         """Bearer idToken (401), API key of this environment (403), certificate (412)."""
@@ -291,7 +268,7 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
             return fault
         response = receive(environment, await request.body(), request.query_params.get("validate") == "true")
         if fault == "lost" and response.status_code < 300:
-            return _DroppedConnection()
+            return DroppedConnection()
         if fault == "malformed" and response.status_code < 300:
             return Response("<html><body>502 Bad Gateway", status_code=200, media_type="text/html")
         return response
@@ -362,7 +339,7 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
         state.count(encf, "queries")
         body = _record(state.config, document)
         if fault == "lost":
-            return _DroppedConnection()
+            return DroppedConnection()
         if fault == "malformed":
             return Response(json.dumps(body)[:25], media_type="application/json")
         return JSONResponse(body)
@@ -412,44 +389,28 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
             results.append({"ecf": encf, "status": record["status"], "found": True, "data": data})
         answer = {"total": len(results), "results": results}
         if fault == "lost":
-            return _DroppedConnection()
+            return DroppedConnection()
         if fault == "malformed":
             return Response(json.dumps(answer)[:25], media_type="application/json")
         return JSONResponse(answer)
 
     # ---- admin -----------------------------------------------------------------------------
 
-    async def get_config(request: Request) -> Response:
-        return JSONResponse(state.config.as_json())
-
-    async def set_config(request: Request) -> Response:
-        try:
-            changes = json.loads(await request.body() or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
-            new = state.config.updated(changes)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+    def apply(changes: dict[str, Any]) -> None:
+        new = state.config.updated(changes)
         if new.seed != state.config.seed:
             state.rng = random.Random(new.seed)
         state.config = new
-        return JSONResponse(state.config.as_json())
 
-    async def reset(request: Request) -> Response:
-        state.reset()
-        return JSONResponse({"reset": True})
-
-    async def counters(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "totals": dict(state.totals),
-                "ecfs": {encf: dict(c) for encf, c in state.per_encf.items()},
-                "usage": {
-                    hashlib.sha256(key.encode()).hexdigest()[:8]: {"month": month, "requests": used}
-                    for key, (month, used) in state.usage.items()
-                },
-            }
-        )
+    def counters() -> dict[str, Any]:
+        return {
+            "totals": dict(state.totals),
+            "ecfs": {encf: dict(c) for encf, c in state.per_encf.items()},
+            "usage": {
+                hashlib.sha256(key.encode()).hexdigest()[:8]: {"month": month, "requests": used}
+                for key, (month, used) in state.usage.items()
+            },
+        }
 
     async def expire_tokens(request: Request) -> Response:
         gone = list(state.tokens)
@@ -457,10 +418,7 @@ def create_app(config: MSellerSandboxConfig | None = None) -> Starlette:
         return JSONResponse({"expired": len(gone)})
 
     routes = [
-        Route("/_admin/config", get_config, methods=["GET"]),
-        Route("/_admin/config", set_config, methods=["POST"]),
-        Route("/_admin/reset", reset, methods=["POST"]),
-        Route("/_admin/counters", counters, methods=["GET"]),
+        *admin_routes(show=lambda: state.config.as_json(), apply=apply, reset=state.reset, counters=counters),
         Route("/_admin/expire-tokens", expire_tokens, methods=["POST"]),
         Route("/{entorno}/customer/authentication", login, methods=["POST"]),
         Route("/{entorno}/documentos-ecf", send, methods=["POST"]),

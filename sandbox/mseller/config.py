@@ -7,13 +7,11 @@ in the environment; `users`, `api_keys` and `outcomes` are `name:value,name:valu
 
 from __future__ import annotations
 
-import os
-import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandbox.hacienda.config import _convert
+from sandbox.knobs import from_env_by_type, updated_by_type
 
 DEFAULT_EMAIL = "pruebas@example.com"
 DEFAULT_PASSWORD = "sandbox"
@@ -75,13 +73,7 @@ class MSellerSandboxConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MSellerSandboxConfig:
-        env = os.environ if environ is None else environ
-        preset = env.get(f"{ENV_PREFIX}PRESET", "default").strip().lower()
-        if preset not in ("default", "bench"):
-            raise ValueError(f"{ENV_PREFIX}PRESET must be default or bench, not {preset!r}")
-        base = cls.bench() if preset == "bench" else cls()
-        updates = {f.name: env[ENV_PREFIX + f.name.upper()] for f in fields(cls) if ENV_PREFIX + f.name.upper() in env}
-        return base.updated(updates)
+        return from_env_by_type(cls(), cls.bench(), ENV_PREFIX, environ)
 
     @property
     def requests_per_second(self) -> int:
@@ -93,15 +85,7 @@ class MSellerSandboxConfig:
 
     def updated(self, changes: Mapping[str, Any]) -> MSellerSandboxConfig:
         """A copy with `changes` applied, each converted to its field's type; ValueError names the bad one."""
-        hints = typing.get_type_hints(type(self))
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-        converted = {name: _convert(name, hints[name], value) for name, value in changes.items()}
-        result = replace(self, **converted)
-        result.check()
-        return result
+        return updated_by_type(self, changes)
 
     def check(self) -> None:
         for name in (

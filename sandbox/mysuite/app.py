@@ -9,7 +9,6 @@ garble the answer, which is what a client must survive to prove it adopts 3196 o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
@@ -22,11 +21,12 @@ from typing import Any, NoReturn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sandbox.mysuite.config import ConfigError, MySuiteSandboxConfig
+from sandbox.admin import admin_routes
+from sandbox.mysuite.config import MySuiteSandboxConfig
 from sandbox.mysuite.soap import (
     ZERO_GUID,
     Answer,
@@ -259,20 +259,6 @@ class MySuiteSandbox:
 
     # Admin
 
-    async def admin_config(self, request: Request) -> JSONResponse:
-        if request.method == "POST":
-            try:
-                changes = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-            if not isinstance(changes, dict):
-                return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-            try:
-                self.apply_config(changes)
-            except ConfigError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(self.config.as_dict())
-
     def apply_config(self, changes: dict[str, Any]) -> None:
         new = self.config.updated(changes, default=self.initial_config)
         if new.seed != self.config.seed:
@@ -280,14 +266,10 @@ class MySuiteSandbox:
                 self._rng = random.Random(new.seed)
         self.config = new
 
-    async def admin_reset(self, request: Request) -> JSONResponse:
+    def reset(self) -> None:
         self.store.reset()
         with self._rng_lock:
             self._rng = random.Random(self.config.seed)
-        return JSONResponse({"reset": True})
-
-    async def admin_counters(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.store.snapshot())
 
 
 async def _send(send: Send, status: int, body: bytes, media_type: str) -> None:
@@ -348,9 +330,12 @@ def create_app(config: MySuiteSandboxConfig | None = None) -> Starlette:
     sandbox = MySuiteSandbox(config or MySuiteSandboxConfig.from_env())
     app = Starlette(
         routes=[
-            Route("/_admin/config", sandbox.admin_config, methods=["GET", "POST"]),
-            Route("/_admin/reset", sandbox.admin_reset, methods=["POST"]),
-            Route("/_admin/counters", sandbox.admin_counters, methods=["GET"]),
+            *admin_routes(
+                show=lambda: sandbox.config.as_dict(),
+                apply=sandbox.apply_config,
+                reset=sandbox.reset,
+                counters=sandbox.store.snapshot,
+            ),
             Route("/files/{token}", sandbox.file_endpoint, methods=["GET"]),
             Route("/{path:path}", _Endpoint(sandbox)),
         ]

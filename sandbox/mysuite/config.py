@@ -12,6 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox import knobs
+from sandbox.knobs import ConfigError
+
 MIB = 1024 * 1024
 ENV_PREFIX = "SANDBOX_MYSUITE_"
 
@@ -30,10 +33,6 @@ def parse_timeline(text: str) -> tuple[int, ...]:
     if not states or any(state not in (1, 2, 3, 4, 5, 6) for state in states):
         raise ValueError("a timeline is a comma list of SAT states 1-6, such as 1,2,3")
     return states
-
-
-class ConfigError(ValueError):
-    """A knob name or value the sandbox cannot accept; the admin endpoint answers 400 with it."""
 
 
 @dataclass(frozen=True)
@@ -132,17 +131,7 @@ class MySuiteSandboxConfig:
         preset = changes.get("preset")
         if preset is not None:
             base = base.with_preset(str(preset), default)
-        values: dict[str, Any] = {}
-        for name, raw in changes.items():
-            if name == "preset":
-                continue
-            if name not in _PARSERS:
-                raise ConfigError(f"unknown knob {name!r}")
-            try:
-                values[name] = _PARSERS[name](raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"bad value for {name}: {exc}") from exc
-        return dataclasses.replace(base, **values)
+        return dataclasses.replace(base, **knobs.parse_knobs(_PARSERS, changes))
 
     def with_preset(self, preset: str, default: MySuiteSandboxConfig | None = None) -> MySuiteSandboxConfig:
         """`bench` removes every artificial wait so benchmarks measure the client, not the simulator.
@@ -160,13 +149,8 @@ class MySuiteSandboxConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MySuiteSandboxConfig:
         env = os.environ if environ is None else environ
-        changes: dict[str, Any] = {}
-        for name in _PARSERS:
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
-                changes[name] = raw
-        config = cls().updated(changes)
-        if _parse_bool(env.get(ENV_PREFIX + "BENCH", "0")):
+        config = cls().updated(knobs.env_knobs(_PARSERS, ENV_PREFIX, environ))
+        if knobs.parse_bool(env.get(ENV_PREFIX + "BENCH", "0")):
             config = config.with_preset("bench")
         return config
 
@@ -174,86 +158,40 @@ class MySuiteSandboxConfig:
 FAULT_RATES = ("http500_rate", "soap_fault_rate", "drop_rate", "drop_after_rate", "malformed_rate")
 
 
-def _parse_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, int | float):
-        return bool(raw)
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
-
-
-def _parse_int(raw: object) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("booleans are not numbers")
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    return int(str(raw).strip())
-
-
-def _parse_optional_int(raw: object) -> int | None:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
-        return None
-    return _parse_int(raw)
-
-
-def _parse_float(raw: object) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("booleans are not numbers")
-    if isinstance(raw, int | float):
-        return float(raw)
-    return float(str(raw).strip())
-
-
-def _parse_str(raw: object) -> str:
-    if not isinstance(raw, str | int):
-        raise ValueError("expected a string")
-    return str(raw).strip()
-
-
-def _parse_names(raw: object) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple):
-        raise ValueError("expected a list or a comma-separated string")
-    return tuple(str(item).strip().upper() for item in items if str(item).strip())
+def _names(raw: object) -> tuple[str, ...]:
+    return tuple(name.upper() for name in knobs.parse_names(raw))
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "env": lambda raw: _parse_str(raw).lower(),
-    "min_bytes": _parse_int,
-    "max_bytes": _parse_optional_int,
-    "processing_base_seconds": _parse_float,
-    "seconds_per_mb": _parse_float,
-    "failure_rate": _parse_float,
-    "seed": _parse_int,
-    "link_ttl_seconds": _parse_float,
-    "link_content": lambda raw: _parse_str(raw).lower(),
-    "public_url": lambda raw: _parse_str(raw).rstrip("/"),
-    "requestor": _parse_str,
-    "processor": _parse_str,
-    "latency_ms": _parse_int,
-    "http500_rate": _parse_float,
-    "soap_fault_rate": _parse_float,
-    "drop_rate": _parse_float,
-    "drop_after_rate": _parse_float,
-    "malformed_rate": _parse_float,
-    "outage": _parse_bool,
-    "outage_mode": _parse_str,
-    "fault_transactions": _parse_names,
-    "faults_on_files": _parse_bool,
-    "json_leading_space": _parse_bool,
-    "dm_timeline": _parse_str,
-    "dm_step_seconds": _parse_float,
-    "dm_cfdi_per_day": _parse_int,
-    "dm_max_cfdi": _parse_int,
-    "dm_max_metadata": _parse_int,
-    "dm_package_size": _parse_int,
-    "dm_max_downloads": _parse_int,
-    "dm_cancelled_rate": _parse_float,
+    "env": lambda raw: knobs.parse_str(raw).lower(),
+    "min_bytes": knobs.parse_int,
+    "max_bytes": knobs.parse_optional_int,
+    "processing_base_seconds": knobs.parse_float,
+    "seconds_per_mb": knobs.parse_float,
+    "failure_rate": knobs.parse_float,
+    "seed": knobs.parse_int,
+    "link_ttl_seconds": knobs.parse_float,
+    "link_content": lambda raw: knobs.parse_str(raw).lower(),
+    "public_url": lambda raw: knobs.parse_str(raw).rstrip("/"),
+    "requestor": knobs.parse_str,
+    "processor": knobs.parse_str,
+    "latency_ms": knobs.parse_int,
+    "http500_rate": knobs.parse_float,
+    "soap_fault_rate": knobs.parse_float,
+    "drop_rate": knobs.parse_float,
+    "drop_after_rate": knobs.parse_float,
+    "malformed_rate": knobs.parse_float,
+    "outage": knobs.parse_bool,
+    "outage_mode": knobs.parse_str,
+    "fault_transactions": _names,
+    "faults_on_files": knobs.parse_bool,
+    "json_leading_space": knobs.parse_bool,
+    "dm_timeline": knobs.parse_str,
+    "dm_step_seconds": knobs.parse_float,
+    "dm_cfdi_per_day": knobs.parse_int,
+    "dm_max_cfdi": knobs.parse_int,
+    "dm_max_metadata": knobs.parse_int,
+    "dm_package_size": knobs.parse_int,
+    "dm_max_downloads": knobs.parse_int,
+    "dm_cancelled_rate": knobs.parse_float,
 }

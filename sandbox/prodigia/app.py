@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import random
 import time
 import uuid
@@ -23,11 +22,12 @@ from xml.sax.saxutils import escape
 from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from sandbox.admin import admin_routes
 from sandbox.prodigia.addendas import DatosError, addenda_document, attach, generate
-from sandbox.prodigia.config import ConfigError, ProdigiaSandboxConfig
+from sandbox.prodigia.config import ProdigiaSandboxConfig
 from sandbox.prodigia.wsdl import render_wsdl
 
 SERVICE_PATH = "padeserv/integracionaddendas"
@@ -228,29 +228,11 @@ class ProdigiaSandbox:
 
     # -- admin ----------------------------------------------------------------------------------
 
-    async def admin_config(self, request: Request) -> JSONResponse:
-        if request.method == "POST":
-            try:
-                changes = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-            if not isinstance(changes, dict):
-                return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
-            try:
-                new = self.config.updated(changes, default=self.initial_config)
-            except ConfigError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            if new.seed != self.config.seed:
-                self._rng = random.Random(new.seed)
-            self.config = new
-        return JSONResponse(self.config.as_dict())
-
-    async def admin_reset(self, request: Request) -> JSONResponse:
-        self.reset()
-        return JSONResponse({"reset": True})
-
-    async def admin_counters(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.snapshot())
+    def apply_config(self, changes: dict[str, Any]) -> None:
+        new = self.config.updated(changes, default=self.initial_config)
+        if new.seed != self.config.seed:
+            self._rng = random.Random(new.seed)
+        self.config = new
 
     def snapshot(self) -> dict[str, Any]:
         users = set(self.refusals) | set(self.consecutive_refusals)
@@ -288,9 +270,12 @@ def create_app(config: ProdigiaSandboxConfig | None = None) -> Starlette:
     sandbox = ProdigiaSandbox(config or ProdigiaSandboxConfig.from_env())
     app = Starlette(
         routes=[
-            Route("/_admin/config", sandbox.admin_config, methods=["GET", "POST"]),
-            Route("/_admin/reset", sandbox.admin_reset, methods=["POST"]),
-            Route("/_admin/counters", sandbox.admin_counters, methods=["GET"]),
+            *admin_routes(
+                show=lambda: sandbox.config.as_dict(),
+                apply=sandbox.apply_config,
+                reset=sandbox.reset,
+                counters=sandbox.snapshot,
+            ),
             Route("/{path:path}", sandbox.endpoint, methods=["GET", "POST"]),
         ]
     )

@@ -7,21 +7,19 @@ one consistent set of knobs.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from sandbox import knobs
+from sandbox.knobs import ConfigError
 
 ENV_PREFIX = "SANDBOX_PRODIGIA_"
 ANSWER_STYLES = ("escaped", "cdata", "inline")
 TAMPER_MODES = ("", "total", "tfd", "two_addendas", "misplaced")
 FAULT_RATES = ("http500_rate", "soap_fault_rate", "malformed_rate")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
-
-
-class ConfigError(ValueError):
-    """A knob name or value the sandbox cannot accept; the admin endpoint answers 400 with it."""
 
 
 @dataclass(frozen=True)
@@ -93,89 +91,31 @@ class ProdigiaSandboxConfig:
             if preset != "default":
                 raise ConfigError("preset must be 'default'")
             base = default if default is not None else ProdigiaSandboxConfig.from_env()
-        values: dict[str, Any] = {}
-        for name, raw in changes.items():
-            if name == "preset":
-                continue
-            if name not in _PARSERS:
-                raise ConfigError(f"unknown knob {name!r}")
-            try:
-                values[name] = _PARSERS[name](raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"bad value for {name}: {exc}") from exc
-        return dataclasses.replace(base, **values)
+        return dataclasses.replace(base, **knobs.parse_knobs(_PARSERS, changes))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProdigiaSandboxConfig:
-        env = os.environ if environ is None else environ
-        changes = {
-            name: env[ENV_PREFIX + name.upper()] for name in _PARSERS if env.get(ENV_PREFIX + name.upper(), "") != ""
-        }
-        return cls().updated(changes)
-
-
-def _parse_bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
-
-
-def _parse_int(raw: object) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("booleans are not numbers")
-    if isinstance(raw, int):
-        return raw
-    return int(str(raw).strip())
-
-
-def _parse_optional_int(raw: object) -> int | None:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
-        return None
-    return _parse_int(raw)
-
-
-def _parse_float(raw: object) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("booleans are not numbers")
-    return float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
-
-
-def _parse_str(raw: object) -> str:
-    if not isinstance(raw, str | int):
-        raise ValueError("expected a string")
-    return str(raw)
-
-
-def _parse_names(raw: object) -> tuple[str, ...]:
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list | tuple):
-        raise ValueError("expected a list or a comma-separated string")
-    return tuple(str(item).strip() for item in items if str(item).strip())
+        return cls().updated(knobs.env_knobs(_PARSERS, ENV_PREFIX, environ))
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "namespace": lambda raw: _parse_str(raw).strip(),
-    "contrato": _parse_str,
-    "usuario": _parse_str,
-    "passwd": _parse_str,
-    "lock_after": _parse_int,
-    "maintenance": _parse_bool,
-    "maintenance_windows": _parse_names,
-    "force_code": _parse_optional_int,
-    "force_message": _parse_str,
-    "answer_style": lambda raw: _parse_str(raw).strip().lower(),
-    "tamper": lambda raw: _parse_str(raw).strip().lower(),
-    "max_datos_bytes": _parse_int,
-    "public_url": lambda raw: _parse_str(raw).strip().rstrip("/"),
-    "latency_ms": _parse_int,
-    "http500_rate": _parse_float,
-    "soap_fault_rate": _parse_float,
-    "malformed_rate": _parse_float,
-    "outage": _parse_bool,
-    "seed": _parse_int,
+    "namespace": knobs.parse_str,
+    "contrato": knobs.parse_text,
+    "usuario": knobs.parse_text,
+    "passwd": knobs.parse_text,
+    "lock_after": knobs.parse_int,
+    "maintenance": knobs.parse_bool,
+    "maintenance_windows": knobs.parse_names,
+    "force_code": knobs.parse_optional_int,
+    "force_message": knobs.parse_text,
+    "answer_style": lambda raw: knobs.parse_str(raw).lower(),
+    "tamper": lambda raw: knobs.parse_str(raw).lower(),
+    "max_datos_bytes": knobs.parse_int,
+    "public_url": lambda raw: knobs.parse_str(raw).rstrip("/"),
+    "latency_ms": knobs.parse_int,
+    "http500_rate": knobs.parse_float,
+    "soap_fault_rate": knobs.parse_float,
+    "malformed_rate": knobs.parse_float,
+    "outage": knobs.parse_bool,
+    "seed": knobs.parse_int,
 }

@@ -97,6 +97,7 @@ def make_stack(database_url: str, broker_url: str | None, sandbox_url: str, home
     admin("reset")
     admin("config", {"preset": "default"})
     admin("config", {"min_bytes": 4096, "processing_base_seconds": 0.2, "seconds_per_mb": 20.0, "seed": 11})
+    sandbox_admin(sandbox_url, "mseller")("reset")
     env = pipeline_env(
         database_url=database_url, broker_url=broker_url, sandbox_url=sandbox_url, home=home, extra=extra
     )

@@ -39,7 +39,8 @@ def test_mysuite_and_hacienda_in_one_batch(pg_stack: Stack, tmp_path: Path) -> N
     worker = pg_stack.worker(pool="threads", concurrency=8).start()
     try:
         pg_stack.cli("submit", str(mysuite_dir))
-        pg_stack.cli("submit", str(hacienda_dir), "--provider", "hacienda")
+        refused = pg_stack.cli("submit", str(hacienda_dir), "--provider", "hacienda", check=False)
+        assert refused.returncode == 3, "the folder holds one invalid comprobante (bad clave)"
         wait_until(
             lambda: len(pg_stack.states()) == 31 and all(s in FINAL for s in pg_stack.states().values()),
             timeout=120,

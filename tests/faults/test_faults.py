@@ -45,7 +45,7 @@ def test_worker_killed_mid_submit_and_mid_verify(fault_stack: FaultStack) -> Non
         docs.update(part)
         stack.submit(part, f"kill{round_}")
         for state in ("queued", "submitted"):
-            wait_until(partial(stack.in_flight, state), timeout=60, interval=0.05, what=f"a {state} job in flight")
+            wait_until(partial(stack.in_flight, state), timeout=180, interval=0.05, what=f"a {state} job in flight")
             worker.kill()
             kills += 1
             worker = stack.worker(f"w{kills}")

@@ -7,15 +7,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from providers.hacienda import HaciendaClient, HaciendaSettings
 from providers.ratelimit import RateLimiter
 from sandbox.hacienda import HaciendaSandboxConfig, create_app
-from sandbox.server import ServerThread
+from tests.sandboxes import Admin, client_factory, served
 
 USER = "cpj-3-101-123456@stag.comprobanteselectronicos.go.cr"
 PASSWORD = "sandbox"
@@ -31,11 +28,11 @@ BASE_CONFIG = HaciendaSandboxConfig(
 )
 
 
-class Sandbox:
+class Sandbox(Admin):
     def __init__(self, url: str) -> None:
         self.url = url
         self.base = f"{url}/hacienda"
-        self.admin = httpx.Client(base_url=f"{self.base}/_admin", timeout=10)
+        super().__init__(self.base)
 
     @property
     def api_url(self) -> str:
@@ -45,40 +42,26 @@ class Sandbox:
     def idp_url(self) -> str:
         return f"{self.base}/idp/auth/realms/rut-stag/protocol/openid-connect/token"
 
-    def configure(self, **changes: Any) -> None:
-        response = self.admin.post("/config", json=changes)
-        assert response.status_code == 200, response.text
-
-    def counters(self) -> dict[str, Any]:
-        counters: dict[str, Any] = self.admin.get("/counters").json()
-        return counters
-
-    def totals(self) -> dict[str, int]:
-        totals: dict[str, int] = self.counters()["totals"]
-        return totals
-
     def expire_tokens(self, refresh: bool = False) -> None:
         self.admin.post("/expire-tokens", json={"refresh": refresh}).raise_for_status()
 
 
 @pytest.fixture(scope="module")
 def sandbox_server() -> Iterator[Sandbox]:
-    app = Starlette(routes=[Mount("/hacienda", app=create_app(BASE_CONFIG))])
-    with ServerThread(app) as server:
-        yield Sandbox(server.url)
+    with served("hacienda", create_app(BASE_CONFIG)) as url:
+        yield Sandbox(url)
 
 
 @pytest.fixture
 def sandbox(sandbox_server: Sandbox) -> Sandbox:
     sandbox_server.configure(**dataclasses.asdict(BASE_CONFIG))
-    sandbox_server.admin.post("/reset").raise_for_status()
+    sandbox_server.clear()
     return sandbox_server
 
 
 @pytest.fixture
 def make_client(sandbox: Sandbox) -> Iterator[Callable[..., HaciendaClient]]:
     """Clients of the sandbox; keyword arguments override settings, `limiter` injects a RateLimiter."""
-    clients: list[HaciendaClient] = []
     prefix = f"t{uuid.uuid4().hex[:10]}"
 
     def build(limiter: RateLimiter | None = None, **overrides: Any) -> HaciendaClient:
@@ -92,10 +75,6 @@ def make_client(sandbox: Sandbox) -> Iterator[Callable[..., HaciendaClient]]:
             rate_per_day=0,
             rate_wait=0.0,
         )
-        client = HaciendaClient(dataclasses.replace(settings, **overrides), limiter=limiter)
-        clients.append(client)
-        return client
+        return HaciendaClient(dataclasses.replace(settings, **overrides), limiter=limiter)
 
-    yield build
-    for client in clients:
-        client.close()
+    yield from client_factory(build)

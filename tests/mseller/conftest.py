@@ -7,17 +7,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from providers.mseller import InProcessBudget, MSellerClient, MSellerSettings
 from providers.mseller.budget import MonthlyBudget
 from providers.ratelimit import RateLimiter
 from sandbox.mseller import MSellerSandboxConfig, create_app
 from sandbox.mseller.config import DEFAULT_API_KEY, DEFAULT_EMAIL, DEFAULT_PASSWORD
-from sandbox.server import ServerThread
+from tests.sandboxes import Admin, client_factory, served
 
 UNCERTIFIED = "sin-certificado@example.com"
 
@@ -32,22 +29,10 @@ BASE_CONFIG = MSellerSandboxConfig(
 )
 
 
-class Sandbox:
+class Sandbox(Admin):
     def __init__(self, url: str) -> None:
         self.url = f"{url}/mseller"
-        self.admin = httpx.Client(base_url=f"{self.url}/_admin", timeout=10)
-
-    def configure(self, **changes: Any) -> None:
-        response = self.admin.post("/config", json=changes)
-        assert response.status_code == 200, response.text
-
-    def counters(self) -> dict[str, Any]:
-        counters: dict[str, Any] = self.admin.get("/counters").json()
-        return counters
-
-    def totals(self) -> dict[str, int]:
-        totals: dict[str, int] = self.counters()["totals"]
-        return totals
+        super().__init__(self.url)
 
     def ecf(self, encf: str) -> dict[str, int]:
         counts: dict[str, int] = self.counters()["ecfs"].get(encf, {})
@@ -59,22 +44,20 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox_server() -> Iterator[Sandbox]:
-    app = Starlette(routes=[Mount("/mseller", app=create_app(BASE_CONFIG))])
-    with ServerThread(app) as server:
-        yield Sandbox(server.url)
+    with served("mseller", create_app(BASE_CONFIG)) as url:
+        yield Sandbox(url)
 
 
 @pytest.fixture
 def sandbox(sandbox_server: Sandbox) -> Sandbox:
     sandbox_server.configure(**dataclasses.asdict(BASE_CONFIG))
-    sandbox_server.admin.post("/reset").raise_for_status()
+    sandbox_server.clear()
     return sandbox_server
 
 
 @pytest.fixture
 def make_client(sandbox: Sandbox) -> Iterator[Callable[..., MSellerClient]]:
     """Clients of the sandbox; keyword arguments override settings, `budget`/`limiter` inject them."""
-    clients: list[MSellerClient] = []
     prefix = f"t{uuid.uuid4().hex[:10]}"
 
     def build(
@@ -90,12 +73,8 @@ def make_client(sandbox: Sandbox) -> Iterator[Callable[..., MSellerClient]]:
             monthly_requests=0,
             rate_wait=0.0,
         )
-        client = MSellerClient(
+        return MSellerClient(
             dataclasses.replace(settings, **overrides), budget=budget or InProcessBudget(0), limiter=limiter
         )
-        clients.append(client)
-        return client
 
-    yield build
-    for client in clients:
-        client.close()
+    yield from client_factory(build)

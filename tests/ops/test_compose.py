@@ -46,7 +46,14 @@ CREDENTIALS = [
     "PRODIGIA_USUARIO",
     "PRODIGIA_PASSWD",
 ]
-PASSWORDS = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "METRICS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"]
+PASSWORDS = [
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+    "METRICS_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "EINVOICE_API_SECRET",
+]
 # What a production .env might hold: real-looking hosts, nothing on the sandbox.
 PRODUCTION = {
     **{name: f"https://provider.example/{name.lower()}" for name in PROVIDER_URLS},

@@ -6,15 +6,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
-from providers.links import LinkPolicy
 from providers.mysuite import MySuiteClient, MySuiteConfig
 from sandbox.mysuite import MySuiteSandboxConfig, create_app
-from sandbox.server import ServerThread
+from tests.sandboxes import Admin, client_factory, served
 
 # Quick defaults for tests: requests finish processing at once unless a test asks otherwise.
 SANDBOX_DEFAULTS: dict[str, Any] = {
@@ -24,7 +20,7 @@ SANDBOX_DEFAULTS: dict[str, Any] = {
 }
 
 
-class MySuiteSandbox:
+class MySuiteSandbox(Admin):
     """Handle on the running simulator: its URLs, knobs and counters (through its admin API)."""
 
     def __init__(self, base_url: str) -> None:
@@ -32,37 +28,21 @@ class MySuiteSandbox:
         self.mount = f"{base_url}/mysuite"
         self.async_url = f"{self.mount}/async/factwsfront.asmx"
         self.sync_url = f"{self.mount}/sync/FactWSFront.asmx"
-        self._admin = httpx.Client(timeout=10)
-
-    def configure(self, **knobs: Any) -> dict[str, Any]:
-        response = self._admin.post(f"{self.mount}/_admin/config", json=knobs)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
+        super().__init__(self.mount)
 
     def reset(self) -> None:
-        self._admin.post(f"{self.mount}/_admin/reset").raise_for_status()
+        self.clear()
         self.configure(preset="default", **SANDBOX_DEFAULTS)
-
-    def counters(self) -> dict[str, Any]:
-        response = self._admin.get(f"{self.mount}/_admin/counters")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
 
     def calls(self, transaction: str) -> int:
         entry = self.counters()["transactions"].get(transaction, {"calls": 0})
         return int(entry["calls"])
 
-    def close(self) -> None:
-        self._admin.close()
-
 
 @pytest.fixture(scope="session")
 def mysuite_server() -> Iterator[MySuiteSandbox]:
-    app = Starlette(routes=[Mount("/mysuite", app=create_app(MySuiteSandboxConfig(**SANDBOX_DEFAULTS)))])
-    with ServerThread(app) as server:
-        sandbox = MySuiteSandbox(server.url)
+    with served("mysuite", create_app(MySuiteSandboxConfig(**SANDBOX_DEFAULTS))) as url:
+        sandbox = MySuiteSandbox(url)
         yield sandbox
         sandbox.close()
 
@@ -76,7 +56,6 @@ def sandbox(mysuite_server: MySuiteSandbox) -> MySuiteSandbox:
 @pytest.fixture
 def make_client(sandbox: MySuiteSandbox) -> Iterator[Any]:
     """Build clients pointed at the sandbox; every one is closed after the test."""
-    made: list[MySuiteClient] = []
     base = MySuiteConfig(
         async_url=sandbox.async_url,
         sync_url=sandbox.sync_url,
@@ -87,11 +66,4 @@ def make_client(sandbox: MySuiteSandbox) -> Iterator[Any]:
         incall_wait=0.0,
     )
 
-    def make(*, links: LinkPolicy | None = None, **overrides: Any) -> MySuiteClient:
-        client = MySuiteClient(replace(base, **overrides), links=links)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+    yield from client_factory(lambda *, links=None, **overrides: MySuiteClient(replace(base, **overrides), links=links))

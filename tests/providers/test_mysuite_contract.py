@@ -458,22 +458,22 @@ def test_forked_child_opens_its_own_pool(sandbox: MySuiteSandbox, make_client: M
     client = make_client()
     request_id = client.submit(native_xml(LARGE, internal_id="INV-FORK"), "INV-FORK").request_id
     assert client.verify(request_id).status is VerifyStatus.ISSUED  # the parent's pool holds a connection
-    inherited = client._http
+    inherited = client._pool._http
     pid = os.fork()
     if pid == 0:  # the child: must not reuse the parent's connection
         code = 1
         try:
-            fresh = client._http is None
+            fresh = client._pool._http is None
             status = client.verify(request_id).status
-            code = 0 if fresh and status is VerifyStatus.ISSUED and client._http is not inherited else 2
+            code = 0 if fresh and status is VerifyStatus.ISSUED and client._pool._http is not inherited else 2
         finally:
             os._exit(code)
     _, wait_status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(wait_status) == 0
-    assert client._http is inherited
+    assert client._pool._http is inherited
     assert client.verify(request_id).status is VerifyStatus.ISSUED
     client.close()
-    assert client._http is None
+    assert client._pool._http is None
     assert client.verify(request_id).status is VerifyStatus.ISSUED  # a closed client reopens its pool
 
 

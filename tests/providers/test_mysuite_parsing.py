@@ -17,13 +17,13 @@ from providers.mysuite.parsing import (
     parse_issued_document,
     parse_links,
     parse_lookup,
-    parse_retry_after,
     parse_timestamp,
     parse_transaction_reply,
     parse_verify,
     refusal_error,
     sniff_content_type,
 )
+from providers.ratelimit import parse_retry_after
 from tests.providers.mysuite_samples import (
     SEED_REQUEST_ID,
     SEED_VERIFY_JSON,

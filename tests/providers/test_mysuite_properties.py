@@ -23,13 +23,13 @@ from providers.mysuite.parsing import (
     parse_issued_document,
     parse_links,
     parse_lookup,
-    parse_retry_after,
     parse_timestamp,
     parse_transaction_reply,
     parse_verify,
 )
 from providers.mysuite.soap import ENCODE_SLICE, EnvelopeBuilder, _operation
 from providers.mysuite.validation import check_internal_id, check_payload
+from providers.ratelimit import parse_retry_after
 from tests.providers.mysuite_samples import SEED_REQUEST_ID, b64, envelope
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

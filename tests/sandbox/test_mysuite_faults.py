@@ -10,8 +10,8 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from sandbox.knobs import ConfigError
 from sandbox.mysuite import MySuiteSandboxConfig, create_app
-from sandbox.mysuite.config import ConfigError
 from sandbox.server import ServerThread
 from tests.sandbox.conftest import ASYNC, Client, b64, envelope, native_xml
 

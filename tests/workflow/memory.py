@@ -53,6 +53,7 @@ class MemoryProvider:
     name: str = "memory"
     batch_size: int = 50
     retrieve_in_verify: bool = False
+    polls_through_sweep: bool = False
     submits: deque[Answer] = field(default_factory=deque)
     verifies: deque[Answer] = field(default_factory=deque)
     retrieves: deque[Answer] = field(default_factory=deque)

@@ -370,3 +370,57 @@ def test_a_status_answer_that_carries_the_final_record_completes_the_document(fl
     assert artifact.kind == "json" and Path(artifact.path).read_bytes() == record
     issued = next(e for e in flow.store.jobs.events(job.id) if e.to_state == "issued")
     assert "1921: monto ajustado" in (issued.message or "")
+
+
+def test_polls_of_a_provider_counted_per_call_wait_for_the_sweep_and_go_out_together(flow: Flow) -> None:
+    flow.provider.polls_through_sweep = True
+    jobs = [flow.enqueue(f"Q-{n}") for n in range(5)]
+    flow.deliver()
+    assert flow.sent == [], "no verify message per document after the submits"
+    assert {flow.job(j.id).state for j in jobs} == {"submitted"}
+    due = [flow.job(j.id).next_attempt_at for j in jobs]
+    assert all(when is not None for when in due)
+    due_at = max(when for when in due if when is not None)
+    assert flow.sweep() == 0, "nothing is due before the first poll"
+    flow.clock.now = due_at
+    flow.provider.verifies.extend([PENDING] * 5)
+    assert flow.sweep() == 5
+    assert [(m.task, len(m.job_ids)) for m in flow.outbox] == [("einvoice.verify", 5)]
+    flow.deliver()
+    assert flow.provider.batches == [5]
+    assert flow.outbox == [], "a pending answer waits for the sweep too"
+    flow.clock.advance(3600 * 0.5)
+    assert flow.sweep() == 5
+    flow.deliver()
+    assert flow.provider.batches == [5, 5]
+    assert {flow.job(j.id).state for j in jobs} == {"retrieved"}
+
+
+def test_resuming_a_quota_pause_brings_the_parked_jobs_back_now(flow: Flow) -> None:
+    renews = flow.clock.now + timedelta(days=20)
+    flow.provider.submits.append(AccountPaused("plan spent", resume_at=renews))
+    first, second = flow.enqueue("R-1"), flow.enqueue("R-2")
+    flow.deliver()
+    assert {flow.job(first.id).next_attempt_at, flow.job(second.id).next_attempt_at} == {renews}
+    flow.clock.advance(60)
+    assert flow.sweep() == 0
+    lifted = flow.store.pauses.resume_provider("memory")
+    assert lifted is not None and lifted.kind == "quota"
+    assert flow.sweep() == 2, "both jobs go out at the next sweep, not next month"
+    flow.deliver()
+    assert {flow.job(first.id).state, flow.job(second.id).state} == {"retrieved"}
+
+
+def test_a_failed_poll_of_such_a_provider_also_waits_for_the_sweep(flow: Flow) -> None:
+    flow.provider.polls_through_sweep = True
+    job = flow.enqueue("Q-ERR")
+    flow.deliver()
+    flow.clock.now = flow.job(job.id).next_attempt_at or flow.clock.now
+    flow.provider.verifies.append(TransientError("gateway timeout"))
+    assert flow.sweep() == 1
+    flow.deliver()
+    assert flow.job(job.id).state == "submitted" and flow.outbox == [], "the retry waits in the database"
+    flow.clock.advance(120)
+    assert flow.sweep() == 1
+    flow.deliver()
+    assert flow.job(job.id).state == "retrieved"

@@ -47,6 +47,8 @@ GET_LINK = "OBTENER_LINK_ARCHIVO_DM_SAT"
 LIST_REQUESTS = "OBTENER_LISTA_SOLICITUDES_DM_SAT"
 
 MAX_PACKAGE_BYTES = 2 << 30
+MAX_PACKAGE_ENTRIES = 1_000_000
+"""A package holds at most SAT's limit of a request: 200,000 CFDI or 1,000,000 metadata lines."""
 """Default cap of one package on disk: 200,000 CFDI of a few kB each, deflated, stay far below it."""
 MAX_FIEL_FILE_BYTES = 64 << 10
 
@@ -239,7 +241,7 @@ class DescargaClient:
 
         Fetching the same link again costs no SAT download: a transfer cut short is resumed this way.
         """
-        result = self.mysuite.download(url, Path(dest), max_bytes=max_bytes, package=True)
+        result = self.mysuite.download(url, Path(dest), max_bytes=max_bytes, max_members=MAX_PACKAGE_ENTRIES)
         try:
             entries = verify_zip(result.path)
         except TransientError:

@@ -38,7 +38,8 @@ from xml.sax.saxutils import quoteattr
 from providers.base import PermanentError, ProviderError, TransientError
 from providers.mysuite.descarga.records import MEXICO_CITY
 from providers.mysuite.descarga.rules import Period
-from providers.mysuite.parsing import clip, decode_base64_text, parse_document
+from providers.mysuite.parsing import decode_base64_text, parse_document
+from providers.xml import clip
 
 MAX_PACKAGES = 10_000
 
