@@ -65,7 +65,8 @@ class DownloadPackage(Base):
     """One package of a download request job: listed, downloaded (archived, sha256), then indexed.
 
     `downloads` counts the downloads we started, so the second one is a deliberate operator
-    decision and a third is never attempted (SAT answers "Maximo de descargas permitidas").
+    decision and a third is never attempted (SAT answers "Maximo de descargas permitidas"). `link`
+    is the download's link, kept once SAT has counted it, so that a cut transfer is resumed with it.
     """
 
     __tablename__ = "download_packages"
@@ -80,6 +81,7 @@ class DownloadPackage(Base):
     state: Mapped[str] = mapped_column(sa.String(16))
     downloads: Mapped[int] = mapped_column(sa.Integer, default=0)
     path: Mapped[str | None] = mapped_column(sa.Text)
+    link: Mapped[str | None] = mapped_column(sa.Text)
     sha256: Mapped[str | None] = mapped_column(sa.String(64))
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     cfdi_count: Mapped[int | None] = mapped_column(sa.Integer)

@@ -69,13 +69,16 @@ class Jobs:
         state: str | None = None,
         parent_id: str | None = None,
         child: ChildJob | None = None,
+        provider_request_id: str | None = None,
+        doc_extra: dict[str, str] | None = None,
     ) -> tuple[Job, bool]:
         """Insert a job with its payload and first event, or return the existing one for the same key.
 
         A valid job starts in its kind's first state (`queued` for an invoice) with
         `next_attempt_at` set `dispatch_grace` ahead: the producer publishes its message right after
         commit, and if that publish is lost the sweep picks the job up once the grace has passed.
-        `child` is created with it (not with an invalid job, which never gets anywhere).
+        `child` is created with it (not with an invalid job, which never gets anywhere). A job born
+        in a final state (a download request SAT split at registration) has no schedule.
         """
         now = self.db.clock()
         first = JobState.INVALID.value if invalid_reason else (state or JobState.QUEUED.value)
@@ -92,7 +95,9 @@ class Jobs:
             "adopted": False,
             "attempts": 0,
             "polls": 0,
-            "next_attempt_at": None if invalid_reason else now + dispatch_grace,
+            "next_attempt_at": None if invalid_reason or first not in machine(kind).active else now + dispatch_grace,
+            "provider_request_id": provider_request_id,
+            "doc_extra": doc_extra,
             "deadline_at": now + deadline,
             "created_at": now,
             "updated_at": now,

@@ -108,7 +108,47 @@ ADDENDA = Machine(
     final=frozenset({AddendaState.ATTACHED, AddendaState.FAILED}),
 )
 
-MACHINES: dict[str, Machine] = {INVOICE.kind: INVOICE, ADDENDA.kind: ADDENDA}
+
+class DownloadState(enum.StrEnum):
+    """The states of a SAT bulk-download request (MYSuite Descarga Masiva).
+
+    `split`: SAT found the period too large (5003); its halves are child requests and the parent
+    ends here. A request refused at registration (5003) is born `split`.
+    """
+
+    REGISTERED = "registered"
+    READY = "ready"
+    DOWNLOADED = "downloaded"
+    INDEXED = "indexed"
+    EMPTY = "empty"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    SPLIT = "split"
+
+
+_DR, _DY, _DD, _DI = DownloadState.REGISTERED, DownloadState.READY, DownloadState.DOWNLOADED, DownloadState.INDEXED
+_DEND = (DownloadState.EMPTY, DownloadState.REJECTED, DownloadState.FAILED, DownloadState.EXPIRED, DownloadState.SPLIT)
+
+DOWNLOAD = Machine(
+    kind="download_request",
+    transitions=frozenset(
+        {
+            (None, _DR),
+            (None, DownloadState.SPLIT),
+            (_DR, _DY),
+            *((_DR, end) for end in _DEND),
+            (_DY, _DD),
+            (_DY, DownloadState.FAILED),
+            (_DD, _DI),
+            (_DD, DownloadState.FAILED),
+        }
+    ),
+    active=frozenset({_DR, _DY, _DD}),
+    final=frozenset({_DI, *_DEND}),
+)
+
+MACHINES: dict[str, Machine] = {INVOICE.kind: INVOICE, ADDENDA.kind: ADDENDA, DOWNLOAD.kind: DOWNLOAD}
 
 # The invoice's tables under their historical names.
 TRANSITIONS = INVOICE.transitions

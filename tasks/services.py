@@ -16,6 +16,7 @@ from typing import Protocol
 
 from models import Store
 from providers.base import Provider
+from providers.mysuite.descarga import DownloadQuery, PackageFile, Registration, RequestStatus
 from tasks.policy import Policy, ProcessingModel, fit_processing
 
 Dispatch = Callable[[str, str, Sequence[str], float], None]
@@ -32,6 +33,35 @@ class AddendaService(Protocol):
     checked to leave the signed part untouched (`providers.prodigia.AddendaClient`)."""
 
     def attach(self, addenda_type: str, datos: str | bytes, cfdi_xml: bytes) -> bytes: ...
+
+
+class DescargaService(Protocol):
+    """What the download-request steps need from MYSuite Descarga Masiva
+    (`providers.mysuite.descarga.DescargaClient`)."""
+
+    def register(self, query: DownloadQuery, *, now: datetime | None = None) -> list[Registration]: ...
+
+    def get_request(self, request_id: str, *, rfc: str | None = None) -> RequestStatus: ...
+
+    def package_link(self, request_id: str, package_id: str, *, rfc: str | None = None) -> str: ...
+
+    def fetch_package(self, package_id: str, url: str, dest: Path, *, max_bytes: int = ...) -> PackageFile: ...
+
+
+_descarga_lock = threading.Lock()
+_descarga_client: DescargaService | None = None
+
+
+def mysuite_descarga() -> DescargaService:
+    """This process's Descarga Masiva client, built from `MYSUITE_*` and the FIEL `*_FILE` settings
+    on first use (it keeps a pool)."""
+    global _descarga_client
+    with _descarga_lock:
+        if _descarga_client is None:
+            from providers.mysuite.descarga import from_env
+
+            _descarga_client = from_env()
+        return _descarga_client
 
 
 _addenda_lock = threading.Lock()
@@ -57,6 +87,7 @@ class Services:
     dispatch: Dispatch
     monotonic: Callable[[], float] = time.monotonic
     addenda: Callable[[], AddendaService] = prodigia
+    descarga: Callable[[], DescargaService] = mysuite_descarga
     _models: dict[str, tuple[float, ProcessingModel | None]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -6,10 +6,11 @@ what each step may conclude; the runner treats anything else as a bug and record
 
 from __future__ import annotations
 
-from models import AddendaState, JobState
+from models import AddendaState, DownloadState, JobState
 from models.states import ADDENDA as ADDENDA_MACHINE
+from models.states import DOWNLOAD as DOWNLOAD_MACHINE
 from models.states import INVOICE as INVOICE_MACHINE
-from tasks import addenda, invoice
+from tasks import addenda, downloads, invoice
 from tasks.outcomes import Errored, Moved, Stayed
 from tasks.workflow import StepSpec, Workflow
 
@@ -91,7 +92,44 @@ ADDENDA = Workflow(
     ),
 )
 
-WORKFLOWS: dict[str, Workflow] = {INVOICE.kind: INVOICE, ADDENDA.kind: ADDENDA}
+DOWNLOAD = Workflow(
+    kind="download_request",
+    machine=DOWNLOAD_MACHINE,
+    steps=(
+        # registered -> registered (pending, long schedule) | ready | empty | rejected | failed
+        #   | expired (SAT's, or no answer within the maximum age) | split (5003: halves as children)
+        StepSpec(
+            name="einvoice.download_poll",
+            state=DownloadState.REGISTERED,
+            queue=POLL_QUEUE,
+            run=downloads.poll,
+            outcomes=(Moved, Stayed, Errored),
+            deadline=True,
+            fail_to=DownloadState.FAILED,
+            expire_to=DownloadState.EXPIRED,
+        ),
+        # ready -> downloaded: each package fetched once, verified, its sha256 kept
+        StepSpec(
+            name="einvoice.download_fetch",
+            state=DownloadState.READY,
+            queue=SUBMIT_QUEUE,
+            run=downloads.fetch,
+            outcomes=(Moved, Errored),
+            fail_to=DownloadState.FAILED,
+        ),
+        # downloaded -> indexed: each package streamed into the cfdi table
+        StepSpec(
+            name="einvoice.download_index",
+            state=DownloadState.DOWNLOADED,
+            queue=SUBMIT_QUEUE,
+            run=downloads.index,
+            outcomes=(Moved, Errored),
+            fail_to=DownloadState.FAILED,
+        ),
+    ),
+)
+
+WORKFLOWS: dict[str, Workflow] = {INVOICE.kind: INVOICE, ADDENDA.kind: ADDENDA, DOWNLOAD.kind: DOWNLOAD}
 
 
 def workflow(kind: str) -> Workflow:

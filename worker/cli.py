@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from models import AmbiguousJob, JobNotFound, JobState, Store, make_engine
+from models import AmbiguousJob, DownloadState, JobNotFound, JobState, Store, make_engine
 from providers import provider_names
 from worker.views import terminal_text
 
@@ -728,6 +728,162 @@ def webhooks_replay(delivery_id: str) -> None:
         except (LookupError, ValueError) as exc:
             _fail(str(exc).strip("'\""))
     click.echo(f"{delivery_id} queued again")
+
+
+# ------------------------------------------------------------------ Descarga Masiva and the CFDI index
+
+
+def _wall_time(text: str) -> Any:
+    """`YYYY-MM-DD HH:MM:SS` (or a date) as SAT reads it: Mexico City wall time."""
+    from datetime import datetime
+
+    from providers.mysuite.descarga.records import MEXICO_CITY
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not YYYY-MM-DD HH:MM:SS") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=MEXICO_CITY)
+
+
+@main.group()
+def downloads() -> None:
+    """SAT bulk downloads through MYSuite Descarga Masiva (MYSUITE_* and MYSUITE_FIEL_* settings)."""
+
+
+@downloads.command("request")
+@click.option("--rfc", required=True, help="The taxpayer whose FIEL signs the request.")
+@click.option("--from", "start", required=True, help='Start, "YYYY-MM-DD HH:MM:SS" (Mexico City time).')
+@click.option("--to", "end", required=True, help="End, inclusive, in the same form.")
+@click.option("--direction", type=click.Choice(["issued", "received", "both"]), required=True)
+@click.option("--kind", type=click.Choice(["cfdi", "metadata", "both"]), required=True)
+@click.option("--service", type=click.Choice(["cfdis", "retenciones", "both"]), default="cfdis", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def downloads_request(rfc: str, start: str, end: str, direction: str, kind: str, service: str, as_json: bool) -> None:
+    """Register a download with MYSuite once; one job per SAT request it reports.
+
+    Exit status: 0 registered (or adopted), 2 refused (a v1.5 rule, or SAT refused every request),
+    75 temporary failure: the registration may or may not have reached SAT, so look with
+    `downloads list` before trying again.
+    """
+    from providers.base import ProviderError, TransientError
+    from providers.mysuite.descarga import RuleViolation
+    from tasks.downloads import download_view
+    from worker.producer import InvalidInput, request_download
+
+    begin, finish = _wall_time(start), _wall_time(end)
+    with _store() as store:
+        try:
+            result = request_download(
+                store, rfc=rfc, start=begin, end=finish, direction=direction, kind=kind, service=service
+            )
+        except RuleViolation as exc:
+            _fail(f"refused by rule {exc.rule.value}: {exc.message}")
+        except InvalidInput as exc:
+            _fail(str(exc))
+        except TransientError as exc:
+            _say(f"error: {exc} (temporary: check `einvoice downloads list` before trying again)", err=True)
+            sys.exit(75)
+        except ProviderError as exc:
+            _fail(str(exc))
+        rows = [download_view(store, job) for job in [*result.split, *result.jobs]]
+    if as_json:
+        _emit({"requests": rows, "refused": result.refused})
+    else:
+        for row in rows:
+            _say(f"{row['id']}  {row['state']:<10} {row['provider_request_id'] or '-'}  {row['direction']}")
+        for text in result.refused:
+            _say(f"refused: {text}", err=True)
+    if not result.jobs:
+        sys.exit(2)
+
+
+@downloads.command("list")
+@click.option("--state", type=click.Choice([s.value for s in DownloadState]), help="Only requests in this state.")
+@click.option("--json", "as_json", is_flag=True)
+def downloads_list(state: str | None, as_json: bool) -> None:
+    """List download requests, oldest first."""
+    from tasks.downloads import KIND, download_view
+
+    with _store() as store:
+        rows = [download_view(store, job) for job in store.jobs.list_jobs(state=state, kind=KIND)]
+    if as_json:
+        _emit(rows)
+        return
+    for row in rows:
+        period: Any = row["period"]
+        _say(f"{row['id']}  {row['state']:<10} {period['from']} - {period['to']}  {row['direction']}  {row['kind']}")
+
+
+@downloads.command("status")
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+def downloads_status(job_id: str, as_json: bool) -> None:
+    """Show one download request with its packages."""
+    from tasks.downloads import KIND, download_view
+
+    with _store() as store:
+        try:
+            job = store.jobs.get(job_id)
+        except JobNotFound as exc:
+            _fail(str(exc))
+        if job.kind != KIND:
+            _fail(f"{job_id} is not a download request")
+        data = download_view(store, job)
+    if as_json:
+        _emit(data)
+        return
+    period: Any = data["period"]
+    _say(f"{data['id']}  {data['rfc']}  {data['state']}  {period['from']} - {period['to']}")
+    _say(f"  request: {data['provider_request_id'] or '-'}  SAT state: {data['sat_state']}  CFDI: {data['cfdi_count']}")
+    packages: Any = data["packages"]
+    for package in packages:
+        _say(f"  package {package['id']}: {package['state']}  sha256 {package['sha256'] or '-'}")
+    if data["split_into"]:
+        _say(f"  split into {data['split_into']}")
+    error: Any = data["error"]
+    if error:
+        _say(f"  error: {error['message']}")
+
+
+@main.group()
+def cfdi() -> None:
+    """The CFDI indexed from downloaded SAT packages."""
+
+
+@cfdi.command("list")
+@click.option("--direction", type=click.Choice(["issued", "received"]))
+@click.option("--from", "start", help="Issued at or after (YYYY-MM-DD[ HH:MM:SS], Mexico City time).")
+@click.option("--to", "end", help="Issued before.")
+@click.option("--rfc", help="Issuer or receiver RFC.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def cfdi_list(
+    direction: str | None, start: str | None, end: str | None, rfc: str | None, limit: int, as_json: bool
+) -> None:
+    """List indexed CFDI by issue time."""
+    from models.cfdi import cfdi_json, list_cfdi
+
+    with _store() as store:
+        rows = [
+            cfdi_json(row)
+            for row in list_cfdi(
+                store.engine,
+                direction=direction,
+                issued_from=_wall_time(start) if start else None,
+                issued_to=_wall_time(end) if end else None,
+                rfc=rfc,
+                limit=limit,
+            )
+        ]
+    if as_json:
+        _emit(rows)
+        return
+    for row in rows:
+        _say(
+            f"{row['uuid']}  {row['direction']:<8} {row['issued_at'] or '-'}  {row['issuer_rfc'] or '-'} -> "
+            f"{row['receiver_rfc'] or '-'}  {row['total'] or '-'}  {row['status'] or '-'}"
+        )
 
 
 if __name__ == "__main__":

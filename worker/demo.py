@@ -7,6 +7,8 @@ one small (sync path), one duplicate and one invalid document, Hacienda comproba
 e-CF (accepted, accepted with observations, rejected, in turn), and reports where each one ended.
 A few small invoices ask for a retailer's addenda (Prodigia sandbox): most are attached, one has
 data the service cannot process, one names a type that does not exist and is refused at submit.
+One SAT bulk download (MYSuite Descarga Masiva sandbox, a timeline of seconds instead of hours) goes
+from registered to indexed, and the closing note shows its history and the CFDI it indexed.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from models import FINAL
-from models.states import ADDENDA
+from models.states import ADDENDA, DOWNLOAD
 
 MB = 1024 * 1024
 ADDENDAS: tuple[tuple[str, str], ...] = (
@@ -71,6 +74,19 @@ def _environment(seconds_per_mb: float, port: int) -> tuple[dict[str, str], Path
     env.setdefault("MSELLER_EMAIL", DEFAULT_EMAIL)
     env.setdefault("MSELLER_PASSWORD", DEFAULT_PASSWORD)
     env.setdefault("MSELLER_API_KEY", DEFAULT_API_KEY)
+    # Descarga Masiva: SAT answers in seconds here, so the long poll schedule shrinks to match.
+    env.setdefault("SANDBOX_MYSUITE_DM_TIMELINE", "1,2,3")
+    env.setdefault("SANDBOX_MYSUITE_DM_STEP_SECONDS", "2")
+    env.setdefault("SANDBOX_MYSUITE_DM_PACKAGE_SIZE", "200")
+    env.setdefault("EINVOICE_DOWNLOAD_POLL_SECONDS", "1,2,4")
+    if not env.get("MYSUITE_FIEL_CER_FILE"):
+        # The sandbox takes any e.firma; a real one comes from the operator's *_FILE settings.
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "demo-fiel.cer").write_bytes(b"demo certificate")
+        (home / "demo-fiel.key").write_bytes(b"demo private key")
+        env["MYSUITE_FIEL_CER_FILE"] = str(home / "demo-fiel.cer")
+        env["MYSUITE_FIEL_KEY_FILE"] = str(home / "demo-fiel.key")
+        env["MYSUITE_FIEL_PASSWORD"] = "demo"
     return env, home
 
 
@@ -123,7 +139,8 @@ def run_demo(
             )
             try:
                 job_ids = _submit_batch(console, store, count, hacienda, mseller)
-                finished = _wait(console, store, job_ids, timeout, worker)
+                download_ids = _request_download(console, store)
+                finished = _wait(console, store, job_ids, timeout, worker, download_ids)
             finally:
                 worker.send_signal(signal.SIGTERM)
                 try:
@@ -136,6 +153,7 @@ def run_demo(
         }
     elapsed = time.monotonic() - started
     _report(console, store, job_ids, counters, elapsed, log_path)
+    _download_note(console, store, download_ids, counters["mysuite"])
     store.engine.dispose()
     return 0 if finished else 1
 
@@ -189,17 +207,49 @@ def _submit_batch(console: Any, store: Any, count: int, hacienda: int, mseller: 
     return job_ids
 
 
-def _wait(console: Any, store: Any, job_ids: list[str], timeout: float, worker: subprocess.Popen[bytes]) -> bool:
+def _request_download(console: Any, store: Any) -> list[str]:
+    """Last month's received CFDI of the demo taxpayer, registered once through the producer."""
+    from datetime import datetime, timedelta
+
+    from providers.base import ProviderError
+    from providers.mysuite.descarga.records import MEXICO_CITY
+    from worker.producer import request_download
+
+    # SAT's periods are Mexico City wall time.
+    first_of_month = datetime.now(MEXICO_CITY).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = (first_of_month - timedelta(days=1)).replace(day=1)
+    end = first_of_month - timedelta(seconds=1)
+    try:
+        result = request_download(store, rfc="JES900109Q90", start=start, end=end, direction="received", kind="cfdi")
+    except ProviderError as exc:
+        console.print(f"[red]download request refused: {exc}[/]")
+        return []
+    for text in result.refused:
+        console.print(f"download request refused: {text}")
+    console.print(f"download request for {start:%Y-%m}: {len(result.jobs)} SAT request(s) registered")
+    return [job.id for job in result.jobs]
+
+
+def _wait(
+    console: Any,
+    store: Any,
+    job_ids: list[str],
+    timeout: float,
+    worker: subprocess.Popen[bytes],
+    download_ids: Sequence[str] = (),
+) -> bool:
     from rich.progress import Progress
 
     deadline = time.monotonic() + timeout
     with Progress(console=console, transient=False) as progress:
-        bar = progress.add_task("processing", total=len(job_ids))
+        bar = progress.add_task("processing", total=len(job_ids) + len(download_ids))
         while time.monotonic() < deadline:
             done = sum(1 for job_id in job_ids if store.jobs.get(job_id).state in FINAL)
-            progress.update(bar, completed=done)
+            downloaded = sum(1 for job_id in download_ids if store.jobs.get(job_id).state in DOWNLOAD.final)
+            progress.update(bar, completed=done + downloaded)
             addendas = store.jobs.addendas(job_ids).values()
-            if done == len(job_ids) and all(_settled(store, child) for child in addendas):
+            settled = done == len(job_ids) and downloaded == len(download_ids)
+            if settled and all(_settled(store, child) for child in addendas):
                 return True
             if worker.poll() is not None:
                 console.print(f"[red]worker exited with {worker.returncode}[/]")
@@ -280,3 +330,30 @@ def _addenda_note(console: Any, store: Any, addendas: list[Any], prodigia: dict[
             f"  {event.message}",
             markup=False,
         )
+
+
+def _download_note(console: Any, store: Any, download_ids: list[str], mysuite: dict[str, Any]) -> None:
+    """The download request's history, its packages and a few of the CFDI it indexed."""
+    from models.cfdi import list_cfdi
+    from tasks.downloads import download_view
+
+    for job_id in download_ids:
+        view = download_view(store, store.jobs.get(job_id))
+        period = view["period"]
+        console.print(
+            f"[bold]download request[/] {job_id}: {view['state']}, {period['from']} - {period['to']} "
+            f"({view['direction']}), {view['cfdi_count']} CFDI, {view['indexed']} indexed",
+            highlight=False,
+        )
+        for event in store.jobs.events(job_id):
+            console.print(
+                f"  {event.at.isoformat()}  {event.kind:<10} {event.from_state or '-'} -> {event.to_state}"
+                f"  {event.message}",
+                markup=False,
+            )
+        for package in view["packages"]:
+            console.print(f"  package {package['id']}: {package['state']}, sha256 {package['sha256']}", markup=False)
+    links = {key: entry["links"] for key, entry in mysuite.get("descarga", {}).get("packages", {}).items()}
+    console.print(f"links asked per package (SAT counts each as a download): {links}", markup=False)
+    for row in list_cfdi(store.engine, direction="received", limit=3):
+        console.print(f"  cfdi {row.uuid} {row.issued_at} {row.issuer_rfc} -> {row.receiver_rfc} {row.total}")

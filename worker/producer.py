@@ -13,15 +13,27 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from models import AddendaState, ChildJob, Job, JobState, Store
 from providers import get_provider, provider_names
 from providers.base import InvalidPayload, internal_id_problem
+from providers.mysuite.descarga import (
+    DocumentStatus,
+    DownloadQuery,
+    Period,
+    RequestKind,
+    Service,
+    TaxIdRole,
+    check_query,
+)
+from tasks.downloads import Registered
+from tasks.downloads import register as register_download
 from tasks.pipeline import dispatch
 from tasks.policy import Policy
+from tasks.services import DescargaService, mysuite_descarga
 from worker.app import app as _app  # noqa: F401  (makes our app current for dispatch)
 
 log = logging.getLogger("einvoice.producer")
@@ -252,3 +264,41 @@ def _publish(job: Job, internal_id: str) -> None:
             internal_id,
             type(exc).__name__,
         )
+
+
+DIRECTIONS = {"issued": TaxIdRole.EMISOR, "received": TaxIdRole.RECEPTOR, "both": TaxIdRole.AMBOS}
+REQUEST_KINDS = {"cfdi": RequestKind.CFDI, "metadata": RequestKind.METADATA, "both": RequestKind.AMBOS}
+SERVICES = {"cfdis": Service.CFDIS, "retenciones": Service.RETENCIONES, "both": Service.AMBOS}
+
+
+def request_download(
+    store: Store,
+    *,
+    rfc: str,
+    start: datetime,
+    end: datetime,
+    direction: str,
+    kind: str,
+    service: str = "cfdis",
+    client: DescargaService | None = None,
+) -> Registered:
+    """Register a SAT bulk download with MYSuite and keep one job per request it reports.
+
+    SAT's v1.5 rules are checked first (`RuleViolation`, naming the rule, and nothing is sent).
+    Issued documents are asked for in every status, cancelled ones included; received CFDI (XML)
+    can only be asked for as Vigente, so a query that includes them asks for Vigente. The call is
+    made once: a refusal (5002, SAT's own) is returned in `Registered.refused`, never resent. The
+    jobs are due for their first poll after the schedule's first wait; the sweep sends them.
+    """
+    try:
+        role, request_kind, svc = DIRECTIONS[direction], REQUEST_KINDS[kind], SERVICES[service]
+    except KeyError as exc:
+        raise InvalidInput(f"unknown value {exc.args[0]!r} for direction, kind or service") from None
+    query = DownloadQuery(rfc=rfc.strip().upper(), period=Period(start, end), role=role, kind=request_kind, service=svc)
+    if query.includes_received_xml:
+        query = replace(query, status=DocumentStatus.VIGENTE)
+    else:
+        query = replace(query, status=DocumentStatus.TODOS)
+    now = store.db.clock()
+    check_query(query, now)
+    return register_download(store, client or mysuite_descarga(), query, now=now, actor="producer")

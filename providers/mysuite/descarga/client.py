@@ -232,6 +232,15 @@ class DescargaClient:
         raised as `TransientError`: the copy went wrong, not the package.
         """
         url = self.package_link(request_id, package_id, rfc=rfc)
+        return self.fetch_package(package_id, url, dest, max_bytes=max_bytes)
+
+    def fetch_package(
+        self, package_id: str, url: str, dest: Path, *, max_bytes: int = MAX_PACKAGE_BYTES
+    ) -> PackageFile:
+        """Stream a package from a link `package_link` gave, and prove it is a sound ZIP.
+
+        Fetching the same link again costs no SAT download: a transfer cut short is resumed this way.
+        """
         result = self.mysuite.download(url, Path(dest), max_bytes=max_bytes, max_members=MAX_PACKAGE_ENTRIES)
         try:
             entries = verify_zip(result.path)
