@@ -100,7 +100,7 @@ def test_mysuite_invoices_with_addendas_some_failing(pg_stack: Stack, tmp_path: 
             assert kept == {}
             continue
         path = Path(kept["addenda"].path)
-        assert path.name == f"{stamped.doc_guid}.addenda.xml"
+        assert path.name == f"{stamped.doc_guid}--{stamped.id}.addenda.xml"
         root = etree.fromstring(path.read_bytes())
         assert etree.QName(root[-1]).localname == "Addenda" and "Remision" in path.read_text()
         assert {a.kind for a in pg_stack.store.jobs.artifacts(stamped.id)} >= {"xml", "pdf"}
