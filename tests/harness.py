@@ -47,6 +47,9 @@ def pipeline_env(
 ) -> dict[str, str]:
     """Environment for a worker (and for the producer in the test process) on the given servers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSUITE_", "HACIENDA_", "MSELLER_", "EINVOICE_"))}
+    # A metric observed in the test process points it at a metrics folder of its own; the stack's
+    # processes must use the one under their EINVOICE_HOME.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.pop("CELERY_BROKER_URL", None)
     env.update(
         {
