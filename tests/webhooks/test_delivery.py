@@ -92,7 +92,8 @@ def test_every_transition_is_delivered_signed_despite_failures_and_a_killed_work
         assert retried and retried > 0
         disabled = session.get(WebhookSubscription, gone["id"])
         assert disabled is not None and disabled.disabled_at is not None
-    # A 410 disables the subscription: it is not posted to again.
-    assert rec.requests["gone"] <= 16
+    # A 410 disables the subscription: posts already past their check still land, but the rest of
+    # its deliveries (one per invoice) are never posted.
+    assert rec.requests["gone"] < INVOICES
     listed = json.loads(hook_stack.cli("webhooks", "list", "--json").stdout)
     assert {s["id"]: s["disabled_at"] is not None for s in listed} == {flaky["id"]: False, gone["id"]: True}
