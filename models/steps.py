@@ -27,7 +27,7 @@ from models.database import Database, TransitionInfo
 from models.pauses import BreakerPolicy, Health, Pauses
 from models.schema import Artifact, Event, Job, Payload
 from models.states import active_states, machine
-from models.webhooks import announce_state
+from models.webhooks import Audience, announce_state
 
 POLL_EVENT = "poll"
 """Event kind of a verify that found the document still being processed."""
@@ -186,6 +186,7 @@ class Steps:
         notices: list[TransitionInfo] = []
         events: list[dict[str, Any]] = []
         with self.db.connection() as conn:
+            audience = Audience(conn)
             for change in changes:
                 row = conn.execute(
                     sa.update(Job)
@@ -212,7 +213,12 @@ class Steps:
                 for step in change.steps:
                     # The outbox row commits with the transition it announces, or not at all.
                     announce_state(
-                        conn, job_id=change.job_id, entity=row.entity, to_state=step.to_state, kind=change.kind
+                        conn,
+                        job_id=change.job_id,
+                        entity=row.entity,
+                        to_state=step.to_state,
+                        kind=change.kind,
+                        audience=audience,
                     )
                     notices.append(
                         TransitionInfo(

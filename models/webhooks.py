@@ -116,6 +116,28 @@ class WebhookDelivery(Base):
 Body = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
 
+class Audience:
+    """The live subscriptions, read at most once per transaction however many events it announces:
+    a step's record announces one event per transition, and usually nobody listens."""
+
+    def __init__(self, session_or_connection: Session | Connection) -> None:
+        self._conn = session_or_connection
+        self._rows: list[tuple[str, str | None, frozenset[str]]] | None = None
+
+    def targets(self, event_type: str, entity: str | None) -> list[str]:
+        """Subscriptions to `event_type`; with `entity`, only those of that entity or of all entities."""
+        if self._rows is None:
+            query = sa.select(WebhookSubscription.id, WebhookSubscription.entity, WebhookSubscription.events).where(
+                WebhookSubscription.disabled_at.is_(None)
+            )
+            self._rows = [(r.id, r.entity, frozenset(r.events.split(","))) for r in self._conn.execute(query)]
+        return [
+            sid
+            for sid, owner, events in self._rows
+            if event_type in events and (entity is None or owner is None or owner == entity)
+        ]
+
+
 def announce(
     session_or_connection: Session | Connection,
     *,
@@ -123,21 +145,17 @@ def announce(
     entity: str | None,
     event_type: str,
     body: Body,
+    audience: Audience | None = None,
 ) -> int:
     """Queue `event_type` for every live subscription to it, in the caller's transaction; returns how many.
 
     `entity` None (provider events) reaches every subscription of the type; otherwise only those of
     that entity or of all entities. `body` may be a callable: it is evaluated only when someone
-    listens, so a transition nobody subscribed to costs one small query.
+    listens. Pass the transaction's `audience` when announcing several events in it.
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event {event_type!r}")
-    query = sa.select(WebhookSubscription.id, WebhookSubscription.events).where(
-        WebhookSubscription.disabled_at.is_(None)
-    )
-    if entity is not None:
-        query = query.where(sa.or_(WebhookSubscription.entity.is_(None), WebhookSubscription.entity == entity))
-    targets = [row.id for row in session_or_connection.execute(query) if event_type in row.events.split(",")]
+    targets = (audience or Audience(session_or_connection)).targets(event_type, entity)
     if not targets:
         return 0
     data = body() if callable(body) else body
@@ -183,7 +201,13 @@ def job_from_snapshot(data: Mapping[str, Any]) -> Job:
 
 
 def announce_state(
-    session_or_connection: Session | Connection, *, job_id: str, entity: str, to_state: str, kind: str = "invoice"
+    session_or_connection: Session | Connection,
+    *,
+    job_id: str,
+    entity: str,
+    to_state: str,
+    kind: str = "invoice",
+    audience: Audience | None = None,
 ) -> int:
     """Announce a job's arrival in `to_state`, if the contract has an event for it."""
     event_type = STATE_EVENTS.get((kind, to_state))
@@ -195,6 +219,7 @@ def announce_state(
         entity=entity,
         event_type=event_type,
         body=lambda: job_snapshot(session_or_connection, job_id),
+        audience=audience,
     )
 
 
