@@ -144,10 +144,10 @@ def _through_breaker(
                     log.info("provider=%s credentials unconfirmed: job=%s calls alone", provider, group[0].job.id)
                 for item in group[len(passing) :]:
                     decided[item.job.id] = Held()
-        for item in group:
-            if item in passing:
-                allowed.append(item)
-            elif item.job.id not in decided:
+        # `passing` is always a prefix of the group: the whole group, its first job, or none.
+        allowed.extend(passing)
+        for item in group[len(passing) :]:
+            if item.job.id not in decided:
                 assert info is not None
                 decided[item.job.id] = Blocked(info)
     return allowed
