@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from models import BreakerPolicy, Change, Claimed, ErrorInfo, Health, Note, PauseInfo, Step
 from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE
+from providers.answers import MalformedAnswer
 from providers.base import AccountPaused, AuthError, PermanentError, RateLimitedError, TransientError
 from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
 from tasks.policy import Policy, retry_delay
@@ -266,7 +267,10 @@ def _failure(
             log.warning("job=%s internal_id=%s failed: %s", job.id, job.internal_id, info.message)
             step = Step(spec.fail_to, info.message, error=info)
             return replace(base, steps=(step,)), None, Health(job.provider, "answered")
-        if isinstance(error, TransientError):
+        if isinstance(error, MalformedAnswer):
+            # The provider is up and answered; its answer about this one document was garbled.
+            seen = Health(job.provider, "answered")
+        elif isinstance(error, TransientError):
             seen = Health(job.provider, "failed", error.message)
         elif isinstance(error, RateLimitedError):
             seen = None

@@ -85,14 +85,18 @@ def test_hostile_answers_are_recorded_and_the_archive_stays_whole(
     for internal_id in MALFORMED:
         job = jobs[internal_id]
         errors = [e for e in store.jobs.events(job.id) if e.kind == "error"]
-        assert errors and all(e.error_class == "transient" and "DocumentGUID" in (e.message or "") for e in errors)
+        said = [(e.error_class, e.message) for e in errors]
+        assert errors and all(e.error_class == "transient" and "DocumentGUID" in (e.message or "") for e in errors), (
+            said
+        )
         assert job.doc_guid is None and not store.jobs.artifacts(job.id)
         assert store.jobs.events(job.id)[-1].to_state == "expired"
 
     for internal_id, reason in REFUSED_LINKS.items():
         job = jobs[internal_id]
         errors = [e for e in store.jobs.events(job.id) if e.kind == "error"]
-        assert all(e.error_class == "permanent" and reason in (e.message or "") for e in errors), errors
+        said = [(e.error_class, e.message) for e in errors]
+        assert all(e.error_class == "permanent" and reason in (e.message or "") for e in errors), said
         assert all("http" not in (e.message or "") for e in errors)  # links never reach events
         assert job.doc_guid is not None and {a.kind for a in store.jobs.artifacts(job.id)} <= {"xml"}
     assert state.admin_hits == hits  # no link ever reached the internal admin endpoint

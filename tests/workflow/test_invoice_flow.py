@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from models import Job, JobState
+from providers.answers import MalformedAnswer
 from providers.base import (
     AccountPaused,
     AuthError,
@@ -163,6 +164,15 @@ def test_consecutive_failures_open_the_breaker_and_one_probe_closes_it(flow: Flo
     flow.deliver()
     assert flow.store.pauses.provider_pause("memory") is None, "the probe's answer closed the breaker"
     assert all(flow.job(j.id).state == "retrieved" for j in jobs)
+
+
+def test_garbled_answers_are_retried_without_opening_the_breaker(flow: Flow) -> None:
+    flow.provider.submits.extend([MalformedAnswer("DocumentGUID is not a UUID: 'x'")] * 8)
+    jobs = [flow.enqueue(f"GARBLED-{n}") for n in range(8)]
+    flow.outbox.clear()
+    for job in jobs:
+        assert flow.run("einvoice.submit", [job.id]) == {job.id: "transient"}
+    assert flow.store.pauses.provider_pause("memory") is None, "a garbled answer is still an answer"
 
 
 def test_job_past_its_deadline_expires_without_calling_the_provider(flow: Flow) -> None:
