@@ -18,13 +18,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.database import Database, TransitionInfo
-from models.schema import Artifact, Event, Job, Payload
+from models.schema import Artifact, Event, Job, Payload, table
 from models.states import JobState, machine
 from models.webhooks import announce_state
 
 JOB_PREFIX = "job:"
 INTERNAL_PREFIX = "internal:"
 """Prefixes of a job reference (`Jobs.resolve`) that say whether it is a job id or the ERP's internal id."""
+
+
+# Every intake runs these: built once (see models/steps.py).
+_ADD_JOB = sa.insert(table(Job))
+_ADD_PAYLOAD = sa.insert(table(Payload))
+_ADD_EVENT = sa.insert(table(Event))
 
 
 class JobNotFound(LookupError):
@@ -107,28 +113,30 @@ class Jobs:
         }
         try:
             with self.db.connection() as conn:
-                conn.execute(sa.insert(Job).values(**values))
+                conn.execute(_ADD_JOB, values)
                 if payload is not None and not invalid_reason:
                     conn.execute(
-                        sa.insert(Payload).values(
-                            job_id=values["id"],
-                            content=payload,
-                            sha256=hashlib.sha256(payload).hexdigest(),
-                            size_bytes=len(payload),
-                        )
+                        _ADD_PAYLOAD,
+                        {
+                            "job_id": values["id"],
+                            "content": payload,
+                            "sha256": hashlib.sha256(payload).hexdigest(),
+                            "size_bytes": len(payload),
+                        },
                     )
                 announce_state(conn, job_id=str(values["id"]), entity=entity, to_state=first, kind=kind)
                 conn.execute(
-                    sa.insert(Event).values(
-                        job_id=values["id"],
-                        at=now,
-                        kind="transition",
-                        from_state=None,
-                        to_state=first,
-                        actor=actor,
-                        error_class="invalid" if invalid_reason else None,
-                        message=invalid_reason or "accepted",
-                    )
+                    _ADD_EVENT,
+                    {
+                        "job_id": values["id"],
+                        "at": now,
+                        "kind": "transition",
+                        "from_state": None,
+                        "to_state": first,
+                        "actor": actor,
+                        "error_class": "invalid" if invalid_reason else None,
+                        "message": invalid_reason or "accepted",
+                    },
                 )
                 job = Job(**values)
                 notices = [TransitionInfo(job.id, kind, provider, None, first, now, 0)]

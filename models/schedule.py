@@ -8,14 +8,15 @@ message was lost. When nothing is due, a sweep costs exactly this one statement.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from models.database import Database
 from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE, QUOTA_PAUSE
-from models.schema import Job, Payload, ProviderPause
+from models.schema import Job, Payload, ProviderPause, table
 from models.states import active_states
 
 
@@ -25,6 +26,39 @@ class Due:
     kind: str
     state: str
     provider: str
+
+
+@functools.cache
+def _take_due_statement(skip_locked: bool) -> sa.Update:
+    """Built once per dialect: every sweep runs it, mostly to find nothing."""
+    jobs = table(Job)
+    pauses = table(ProviderPause)
+    now: sa.BindParameter[datetime] = sa.bindparam("now")
+    blocked = sa.select(pauses.c.provider).where(
+        sa.or_(
+            pauses.c.kind == AUTH_PAUSE,
+            sa.and_(pauses.c.kind.in_([OUTAGE_PAUSE, QUOTA_PAUSE]), pauses.c.until > now),
+        )
+    )
+    due = (
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.state.in_(sorted(active_states())),
+            jobs.c.next_attempt_at <= now,
+            sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+            jobs.c.provider.not_in(blocked),
+        )
+        .order_by(jobs.c.next_attempt_at)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=sa.bindparam("until"))
+        .returning(jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.provider)
+    )
 
 
 class Schedule:
@@ -38,33 +72,9 @@ class Schedule:
         step to claim the probe (`Pauses.claim_probe`) is the one that calls it.
         """
         now = self.db.clock()
-        blocked = sa.select(ProviderPause.provider).where(
-            sa.or_(
-                ProviderPause.kind == AUTH_PAUSE,
-                sa.and_(ProviderPause.kind.in_([OUTAGE_PAUSE, QUOTA_PAUSE]), ProviderPause.until > now),
-            )
-        )
-        due = (
-            sa.select(Job.id)
-            .where(
-                Job.state.in_(sorted(active_states())),
-                Job.next_attempt_at <= now,
-                sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
-                Job.provider.not_in(blocked),
-            )
-            .order_by(Job.next_attempt_at)
-            .limit(limit)
-        )
-        if self.db.skip_locked:
-            due = due.with_for_update(skip_locked=True)
-        statement = (
-            sa.update(Job)
-            .where(Job.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=now + redispatch_after)
-            .returning(Job.id, Job.kind, Job.state, Job.provider)
-        )
+        bound = {"now": now, "until": now + redispatch_after, "limit": limit}
         with self.db.connection() as conn:
-            rows = conn.execute(statement).all()
+            rows = conn.execute(_take_due_statement(self.db.skip_locked), bound).all()
         return [Due(row.id, row.kind, row.state, row.provider) for row in rows]
 
     def purge_payloads(self, *, final_states: frozenset[str], older_than: timedelta, limit: int) -> int:

@@ -152,3 +152,11 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     content_type: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp())
+
+
+def table(model: type[Base]) -> sa.Table:
+    """The Core table of a model, for statements built once and run on every step: the ORM's
+    per-statement bookkeeping is what those paths save."""
+    found = model.__table__
+    assert isinstance(found, sa.Table)
+    return found

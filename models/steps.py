@@ -16,6 +16,7 @@ has run out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,12 +26,35 @@ import sqlalchemy as sa
 
 from models.database import Database, TransitionInfo
 from models.pauses import BreakerPolicy, Health, Pauses
-from models.schema import Artifact, Event, Job, Payload
+from models.schema import Artifact, Event, Job, Payload, table
 from models.states import active_states, machine
 from models.webhooks import Audience, announce_state
 
 POLL_EVENT = "poll"
 """Event kind of a verify that found the document still being processed."""
+
+# Every step runs the statements below. They are built once, with bound parameters, because
+# building a statement costs SQLAlchemy about four times what executing a built one does.
+_JOBS = table(Job)
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
+_LARGEST = sa.select(sa.func.max(_JOBS.c.size_bytes)).where(_JOBS.c.id.in_(_IDS))
+_PAYLOAD = table(Payload)
+_PAYLOADS = sa.select(_PAYLOAD.c.job_id, _PAYLOAD.c.content).where(_PAYLOAD.c.job_id.in_(_IDS))
+_WAKE_CHILDREN = (
+    sa.update(_JOBS)
+    .where(
+        _JOBS.c.parent_id == sa.bindparam("parent"),
+        _JOBS.c.next_attempt_at.is_(None),
+        _JOBS.c.state.in_(sorted(active_states())),
+    )
+    .values(next_attempt_at=sa.bindparam("now"), updated_at=sa.bindparam("now"))
+)
+_ARTIFACTS = table(Artifact)
+_DROP_ARTIFACT = sa.delete(_ARTIFACTS).where(
+    _ARTIFACTS.c.job_id == sa.bindparam("w_job"), _ARTIFACTS.c.kind == sa.bindparam("w_kind")
+)
+_ADD_ARTIFACT = sa.insert(_ARTIFACTS)
+_ADD_EVENTS = sa.insert(table(Event))
 
 
 @dataclass(frozen=True)
@@ -129,35 +153,21 @@ class Steps:
         if not job_ids:
             return []
         now = self.db.clock()
-        values: dict[str, Any] = {"updated_at": now}
-        if count_attempt:
-            values["attempts"] = Job.attempts + 1
+        ids = list(job_ids)
         with self.db.connection() as conn:
             if callable(lease):
-                largest = conn.scalar(sa.select(sa.func.max(Job.size_bytes)).where(Job.id.in_(job_ids)))
+                largest = conn.execute(_LARGEST, {"ids": ids}).scalar()
                 if largest is None:
                     return []
                 lease = lease(int(largest))
-            values.update(lease_until=now + lease, next_attempt_at=now + lease)
-            jobs = [
-                Job(**row._mapping)
-                for row in conn.execute(
-                    sa.update(Job)
-                    .where(
-                        Job.id.in_(job_ids),
-                        Job.state == state,
-                        sa.or_(Job.lease_until.is_(None), Job.lease_until < now),
-                    )
-                    .values(**values)
-                    .returning(*Job.__table__.columns)
-                )
-            ]
+            until = now + lease
+            bound = {"ids": ids, "w_state": state, "now": now, "until": until}
+            rows = conn.execute(_claim_statement(count_attempt), bound)
+            jobs = [Job(**row._mapping) for row in rows]
             payloads: dict[str, bytes] = {}
             if with_payload and jobs:
-                rows = conn.execute(
-                    sa.select(Payload.job_id, Payload.content).where(Payload.job_id.in_([j.id for j in jobs]))
-                )
-                payloads = {job_id: bytes(content) for job_id, content in rows}
+                found = conn.execute(_PAYLOADS, {"ids": [j.id for j in jobs]})
+                payloads = {job_id: bytes(content) for job_id, content in found}
         order = {job_id: i for i, job_id in enumerate(job_ids)}
         jobs.sort(key=lambda j: order.get(j.id, 0))
         return [Claimed(job, payloads.get(job.id)) for job in jobs]
@@ -185,30 +195,18 @@ class Steps:
         applied: list[bool] = []
         notices: list[TransitionInfo] = []
         events: list[dict[str, Any]] = []
+        artifacts: list[dict[str, Any]] = []
         with self.db.connection() as conn:
             audience = Audience(conn)
             for change in changes:
-                row = conn.execute(
-                    sa.update(Job)
-                    .where(Job.id == change.job_id, Job.state == change.from_state, Job.kind == change.kind)
-                    .values(**_values(change, now))
-                    .returning(Job.provider, Job.entity, Job.created_at, Job.polls)
-                ).first()
+                row = _set_job(conn, change, _values(change, now))
                 applied.append(row is not None)
                 if row is None:
                     continue
                 events.extend(_events(change, actor, now))
                 if change.wake_children:
                     # Work that waited for this job (an invoice's addenda) becomes due with it.
-                    conn.execute(
-                        sa.update(Job)
-                        .where(
-                            Job.parent_id == change.job_id,
-                            Job.next_attempt_at.is_(None),
-                            Job.state.in_(sorted(active_states())),
-                        )
-                        .values(next_attempt_at=now, updated_at=now)
-                    )
+                    conn.execute(_WAKE_CHILDREN, {"parent": change.job_id, "now": now})
                 previous = change.from_state
                 for step in change.steps:
                     # The outbox row commits with the transition it announces, or not at all.
@@ -226,23 +224,13 @@ class Steps:
                         )
                     )
                     previous = step.to_state
-                for artifact in change.artifacts:
-                    conn.execute(
-                        sa.delete(Artifact).where(Artifact.job_id == change.job_id, Artifact.kind == artifact.kind)
-                    )
-                    conn.execute(
-                        sa.insert(Artifact).values(
-                            job_id=change.job_id,
-                            kind=artifact.kind,
-                            path=artifact.path,
-                            sha256=artifact.sha256,
-                            size_bytes=artifact.size,
-                            content_type=artifact.content_type,
-                            created_at=now,
-                        )
-                    )
+                artifacts.extend(_artifact_rows(change, now))
+            if artifacts:
+                # A step that redoes a retrieve replaces the files it archived before.
+                conn.execute(_DROP_ARTIFACT, [{"w_job": a["job_id"], "w_kind": a["kind"]} for a in artifacts])
+                conn.execute(_ADD_ARTIFACT, artifacts)
             if events:
-                conn.execute(sa.insert(Event), events)
+                conn.execute(_ADD_EVENTS, events)
             for item in health:
                 self._pauses.apply(conn, item, breaker or _DEFAULT_BREAKER)
         self.db.notify(notices)
@@ -297,6 +285,68 @@ def _values(change: Change, now: datetime) -> dict[str, Any]:
         values.update(_error_fields(change.note.error))
     values.update(change.fields)
     return values
+
+
+@functools.cache
+def _claim_statement(count_attempt: bool) -> sa.Update:
+    values: dict[str, Any] = {"updated_at": sa.bindparam("now"), "lease_until": sa.bindparam("until")}
+    values["next_attempt_at"] = sa.bindparam("until")
+    if count_attempt:
+        values["attempts"] = _JOBS.c.attempts + 1
+    return (
+        sa.update(_JOBS)
+        .where(
+            _JOBS.c.id.in_(_IDS),
+            _JOBS.c.state == sa.bindparam("w_state"),
+            sa.or_(_JOBS.c.lease_until.is_(None), _JOBS.c.lease_until < sa.bindparam("now")),
+        )
+        .values(values)
+        .returning(*_JOBS.columns)
+    )
+
+
+def _record_statement(columns: tuple[str, ...], expressions: Mapping[str, Any] | None = None) -> sa.Update:
+    """The compare-and-set of one job: the columns are bound by name (`v_<column>`), except
+    `expressions`, which are SQL (`Job.polls + 1`) and make a statement of their own."""
+    values: dict[str, Any] = {name: sa.bindparam(f"v_{name}") for name in columns}
+    values.update(expressions or {})
+    return (
+        sa.update(_JOBS)
+        .where(
+            _JOBS.c.id == sa.bindparam("w_id"),
+            _JOBS.c.state == sa.bindparam("w_from"),
+            _JOBS.c.kind == sa.bindparam("w_kind"),
+        )
+        .values(values)
+        .returning(_JOBS.c.provider, _JOBS.c.entity, _JOBS.c.created_at, _JOBS.c.polls)
+    )
+
+
+_cached_record_statement = functools.lru_cache(maxsize=512)(_record_statement)
+
+
+def _set_job(conn: sa.Connection, change: Change, values: Mapping[str, Any]) -> sa.Row[Any] | None:
+    expressions = {k: v for k, v in values.items() if isinstance(v, sa.ClauseElement)}
+    bound = {f"v_{k}": v for k, v in values.items() if k not in expressions}
+    bound.update(w_id=change.job_id, w_from=change.from_state, w_kind=change.kind)
+    columns = tuple(sorted(k for k in values if k not in expressions))
+    statement = _record_statement(columns, expressions) if expressions else _cached_record_statement(columns)
+    return conn.execute(statement, bound).first()
+
+
+def _artifact_rows(change: Change, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": change.job_id,
+            "kind": artifact.kind,
+            "path": artifact.path,
+            "sha256": artifact.sha256,
+            "size_bytes": artifact.size,
+            "content_type": artifact.content_type,
+            "created_at": now,
+        }
+        for artifact in change.artifacts
+    ]
 
 
 def _events(change: Change, actor: str, now: datetime) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.access import ServerSecret, audit
-from models.schema import Base, Job, Timestamp
+from models.schema import Base, Job, Timestamp, table
 
 EVENT_TYPES = (
     "invoice.submitted",
@@ -115,6 +115,13 @@ class WebhookDelivery(Base):
 
 Body = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
+# Read and written by every step's record: built once (see models/steps.py).
+_SUBSCRIPTIONS = table(WebhookSubscription)
+_LIVE = sa.select(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.entity, _SUBSCRIPTIONS.c.events).where(
+    _SUBSCRIPTIONS.c.disabled_at.is_(None)
+)
+_QUEUE_DELIVERIES = sa.insert(table(WebhookDelivery))
+
 
 class Audience:
     """The live subscriptions, read at most once per transaction however many events it announces:
@@ -127,10 +134,7 @@ class Audience:
     def targets(self, event_type: str, entity: str | None) -> list[str]:
         """Subscriptions to `event_type`; with `entity`, only those of that entity or of all entities."""
         if self._rows is None:
-            query = sa.select(WebhookSubscription.id, WebhookSubscription.entity, WebhookSubscription.events).where(
-                WebhookSubscription.disabled_at.is_(None)
-            )
-            self._rows = [(r.id, r.entity, frozenset(r.events.split(","))) for r in self._conn.execute(query)]
+            self._rows = [(r.id, r.entity, frozenset(r.events.split(","))) for r in self._conn.execute(_LIVE)]
         return [
             sid
             for sid, owner, events in self._rows
@@ -162,7 +166,7 @@ def announce(
     text = json.dumps(data, separators=(",", ":"), default=str)
     now = datetime.now(UTC)
     session_or_connection.execute(
-        sa.insert(WebhookDelivery),
+        _QUEUE_DELIVERIES,
         [
             {
                 "id": "msg_" + uuid.uuid4().hex,
