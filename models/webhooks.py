@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import json
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -331,103 +332,144 @@ class Outgoing:
     attempts: int
 
 
-def take_due(session: Session, *, limit: int, lease: timedelta, skip_locked: bool) -> list[str]:
-    """Claim up to `limit` due deliveries and push their schedule `lease` on, in one statement.
+# The statements every sweep and every batch runs, built once with bound parameters (see
+# models/steps.py): building one costs SQLAlchemy more than executing it.
+_DELIVERIES = table(WebhookDelivery)
+_PENDING = DeliveryState.PENDING.value
 
-    A claimed delivery whose worker dies becomes due again when the lease runs out. When nothing is
-    due this is one indexed statement that touches no row, so a sweep every second costs nothing.
-    """
-    now = datetime.now(UTC)
+
+@functools.cache
+def _take_due_statement(skip_locked: bool) -> sa.Update:
     due = (
-        sa.select(WebhookDelivery.id)
-        .where(WebhookDelivery.state == DeliveryState.PENDING.value, WebhookDelivery.next_attempt_at <= now)
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(limit)
+        sa.select(_DELIVERIES.c.id)
+        .where(_DELIVERIES.c.state == _PENDING, _DELIVERIES.c.next_attempt_at <= sa.bindparam("now"))
+        .order_by(_DELIVERIES.c.next_attempt_at)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
-    result = session.execute(
-        sa.update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=now + lease)
-        .returning(WebhookDelivery.id)
-        .execution_options(synchronize_session=False)
+    return (
+        sa.update(_DELIVERIES)
+        .where(_DELIVERIES.c.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=sa.bindparam("until"))
+        .returning(_DELIVERIES.c.id, _DELIVERIES.c.subscription_id)
     )
-    return list(result.scalars())
 
 
-def outgoing(session: Session, delivery_id: str) -> Outgoing | None:
-    """The pending delivery with its live subscription, or None when there is nothing to send."""
-    row = session.execute(
-        sa.select(WebhookDelivery, WebhookSubscription)
-        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-        .where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.state == DeliveryState.PENDING.value,
-            WebhookSubscription.disabled_at.is_(None),
-        )
-    ).first()
-    if row is None:
-        return None
-    d, s = row
-    return Outgoing(d.id, s.id, s.url, s.secret, d.job_id, d.event_type, d.body, d.occurred_at, d.attempts)
+_OUTGOING = (
+    sa.select(
+        _DELIVERIES.c.id,
+        _SUBSCRIPTIONS.c.id,
+        _SUBSCRIPTIONS.c.url,
+        _SUBSCRIPTIONS.c.secret,
+        _DELIVERIES.c.job_id,
+        _DELIVERIES.c.event_type,
+        _DELIVERIES.c.body,
+        _DELIVERIES.c.occurred_at,
+        _DELIVERIES.c.attempts,
+    )
+    .join_from(_DELIVERIES, _SUBSCRIPTIONS, _SUBSCRIPTIONS.c.id == _DELIVERIES.c.subscription_id)
+    .where(
+        _DELIVERIES.c.id.in_(sa.bindparam("ids", expanding=True)),
+        _DELIVERIES.c.state == _PENDING,
+        _SUBSCRIPTIONS.c.disabled_at.is_(None),
+    )
+)
+_RECORD_DELIVERED = (
+    sa.update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == sa.bindparam("w_id"), _DELIVERIES.c.state == _PENDING)
+    .values(
+        state=DeliveryState.DELIVERED.value,
+        attempts=_DELIVERIES.c.attempts + 1,
+        delivered_at=sa.bindparam("now"),
+        next_attempt_at=None,
+        last_status=sa.bindparam("v_status"),
+        last_error=None,
+    )
+)
+_RECORD_FAILED = (
+    sa.update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == sa.bindparam("w_id"), _DELIVERIES.c.state == _PENDING)
+    .values(
+        state=sa.bindparam("v_state"),
+        attempts=_DELIVERIES.c.attempts + 1,
+        next_attempt_at=sa.bindparam("v_next"),
+        last_status=sa.bindparam("v_status"),
+        last_error=sa.bindparam("v_error"),
+    )
+)
 
 
-def record_delivered(session: Session, delivery_id: str, status: int) -> bool:
+def take_due(conn: Session | Connection, *, limit: int, lease: timedelta, skip_locked: bool) -> list[tuple[str, str]]:
+    """Claim up to `limit` due deliveries and push their schedule `lease` on, in one statement.
+
+    Returns (delivery id, subscription id) pairs, so the sweep can group a subscription's deliveries
+    without reading them again. A claimed delivery whose worker dies becomes due again when the lease
+    runs out. When nothing is due this is one indexed statement that touches no row, so a sweep
+    every second costs nothing.
+    """
     now = datetime.now(UTC)
-    result = session.execute(
-        sa.update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == DeliveryState.PENDING.value)
-        .values(
-            state=DeliveryState.DELIVERED.value,
-            attempts=WebhookDelivery.attempts + 1,
-            delivered_at=now,
-            next_attempt_at=None,
-            last_status=status,
-            last_error=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
+    rows = conn.execute(_take_due_statement(skip_locked), {"now": now, "until": now + lease, "limit": limit})
+    return [(row[0], row[1]) for row in rows]
 
 
-def record_failed(
-    session: Session, delivery_id: str, *, status: int | None, error: str, next_attempt_at: datetime | None
-) -> bool:
+def outgoing_many(conn: Session | Connection, ids: Sequence[str]) -> list[Outgoing]:
+    """The pending deliveries among `ids` whose subscription is live, in the order of `ids`.
+
+    One query for a whole batch; a delivery already finished (a duplicate message) or whose
+    subscription was disabled is left out, so there is nothing to send for it.
+    """
+    found = {row[0]: Outgoing(*row) for row in conn.execute(_OUTGOING, {"ids": list(ids)})}
+    return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+
+class Failure(NamedTuple):
     """A failed attempt: due again at `next_attempt_at`, or a dead letter when that is None."""
-    state = DeliveryState.PENDING if next_attempt_at is not None else DeliveryState.DEAD
-    result = session.execute(
-        sa.update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == DeliveryState.PENDING.value)
-        .values(
-            state=state.value,
-            attempts=WebhookDelivery.attempts + 1,
-            next_attempt_at=next_attempt_at,
-            last_status=status,
-            last_error=error[:500],
+
+    delivery_id: str
+    status: int | None
+    error: str
+    next_attempt_at: datetime | None
+
+
+def record_delivered(conn: Session | Connection, delivered: Sequence[tuple[str, int]]) -> None:
+    """Mark (delivery id, HTTP status) pairs delivered; one that is no longer pending is left alone."""
+    if delivered:
+        now = datetime.now(UTC)
+        conn.execute(_RECORD_DELIVERED, [{"w_id": i, "v_status": status, "now": now} for i, status in delivered])
+
+
+def record_failed(conn: Session | Connection, failures: Sequence[Failure]) -> None:
+    """Count failed attempts and schedule their retries (or give them up); a delivery no longer
+    pending is left alone."""
+    if failures:
+        conn.execute(
+            _RECORD_FAILED,
+            [
+                {
+                    "w_id": f.delivery_id,
+                    "v_state": (DeliveryState.PENDING if f.next_attempt_at else DeliveryState.DEAD).value,
+                    "v_next": f.next_attempt_at,
+                    "v_status": f.status,
+                    "v_error": f.error[:500],
+                }
+                for f in failures
+            ],
         )
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
 
 
-def disable_subscription(session: Session, subscription_id: str, reason: str) -> int:
+def disable_subscription(conn: Session | Connection, subscription_id: str, reason: str) -> int:
     """Stop posting to a subscription; its pending deliveries become dead letters (replayable once re-added)."""
     now = datetime.now(UTC)
-    session.execute(
-        sa.update(WebhookSubscription)
-        .where(WebhookSubscription.id == subscription_id, WebhookSubscription.disabled_at.is_(None))
+    conn.execute(
+        sa.update(_SUBSCRIPTIONS)
+        .where(_SUBSCRIPTIONS.c.id == subscription_id, _SUBSCRIPTIONS.c.disabled_at.is_(None))
         .values(disabled_at=now, disabled_reason=reason)
-        .execution_options(synchronize_session=False)
     )
-    result = session.execute(
-        sa.update(WebhookDelivery)
-        .where(
-            WebhookDelivery.subscription_id == subscription_id,
-            WebhookDelivery.state == DeliveryState.PENDING.value,
-        )
+    result = conn.execute(
+        sa.update(_DELIVERIES)
+        .where(_DELIVERIES.c.subscription_id == subscription_id, _DELIVERIES.c.state == _PENDING)
         .values(state=DeliveryState.DEAD.value, next_attempt_at=None, last_error=reason)
-        .execution_options(synchronize_session=False)
     )
     return _rowcount(result)
 

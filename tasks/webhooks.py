@@ -1,4 +1,4 @@
-"""Delivering webhooks: a beat sweep claims due deliveries, a task posts each one, signed.
+"""Delivering webhooks: a beat sweep claims due deliveries, a task posts each batch of them, signed.
 
 The outbox rows (see `models.webhooks`) are the schedule: a failed attempt moves the row's
 `next_attempt_at` on (exponential backoff with jitter, for about three days), a claimed row whose
@@ -35,12 +35,12 @@ from prometheus_client import Counter, Histogram
 from standardwebhooks.webhooks import Webhook
 
 from models.access import ServerSecret
-from models.db import is_sqlite
 from models.webhooks import (
+    Failure,
     Outgoing,
     disable_subscription,
     job_from_snapshot,
-    outgoing,
+    outgoing_many,
     record_delivered,
     record_failed,
     take_due,
@@ -69,12 +69,21 @@ class DeliveryPolicy:
     give_up_seconds: float = 3 * 24 * 3600.0
     sweep_seconds: float = 1.0
     sweep_batch: int = 200
+    batch_size: int = 20
     allow_private: bool = False
 
     @property
     def lease(self) -> timedelta:
-        """How long a claimed delivery is left alone: its post's timeout plus time to record it."""
-        return timedelta(seconds=self.timeout_seconds + 20)
+        """How long a claimed delivery is left alone: every post of its batch, then time to record them.
+
+        A batch posts one delivery after the other and records them all at the end, so the claim
+        must outlast `batch_size` timeouts, or a slow receiver's batch would come due again while
+        still being posted and go out twice. The alternative, a deadline per batch, would cut a slow
+        receiver's batch short and leave its tail waiting for the lease anyway; the price of the
+        longer lease is only that a dead worker's deliveries come back later (minutes, against a
+        retry schedule of three days).
+        """
+        return timedelta(seconds=self.timeout_seconds * self.batch_size + 20)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeliveryPolicy:
@@ -87,6 +96,7 @@ class DeliveryPolicy:
             give_up_seconds=_env_float(env, p + "GIVE_UP_SECONDS", cls.give_up_seconds),
             sweep_seconds=_env_float(env, p + "SWEEP_SECONDS", cls.sweep_seconds),
             sweep_batch=int(_env_float(env, p + "SWEEP_BATCH", cls.sweep_batch)),
+            batch_size=max(1, int(_env_float(env, p + "BATCH_SIZE", cls.batch_size))),
             allow_private=env.get(p + "ALLOW_PRIVATE", "") in ("1", "true", "yes"),
         )
 
@@ -200,27 +210,37 @@ def render(item: Outgoing) -> str:
 
 @shared_task(name=SWEEP, ignore_result=True)
 def sweep() -> int:
-    """Dispatch due deliveries; when none is due this is one statement."""
+    """Dispatch due deliveries in batches; when none is due this is one statement.
+
+    A batch holds the deliveries of one subscription only, so a slow or dead receiver holds up its
+    own deliveries and never another's. One message per batch rather than per delivery: publishing
+    and running a task cost more CPU than the post itself.
+    """
     pol, st = DeliveryPolicy.from_env(), services().store
     total = 0
     while True:
-        with st.db.session() as session:
-            ids = take_due(session, limit=pol.sweep_batch, lease=pol.lease, skip_locked=not is_sqlite(st.engine))
-        for delivery_id in ids:
-            current_app.send_task(DELIVER, args=[delivery_id], queue=QUEUE)
-        total += len(ids)
-        if len(ids) < pol.sweep_batch:
+        with st.db.connection() as conn:
+            due = take_due(conn, limit=pol.sweep_batch, lease=pol.lease, skip_locked=st.db.skip_locked)
+        batches: dict[str, list[str]] = {}
+        for delivery_id, subscription_id in due:
+            batches.setdefault(subscription_id, []).append(delivery_id)
+        for ids in batches.values():
+            for start in range(0, len(ids), pol.batch_size):
+                current_app.send_task(DELIVER, args=[ids[start : start + pol.batch_size]], queue=QUEUE)
+        total += len(due)
+        if len(due) < pol.sweep_batch:
             return total
 
 
-@shared_task(name=DELIVER, acks_late=True, ignore_result=True)
-def deliver(delivery_id: str) -> str:
-    """Post one delivery and record the outcome; a duplicate of a finished delivery does nothing."""
-    pol, st = DeliveryPolicy.from_env(), services().store
-    with st.db.session() as session:
-        item = outgoing(session, delivery_id)
-    if item is None:
-        return "nothing"
+@dataclass(frozen=True)
+class _Attempt:
+    item: Outgoing
+    status: int | None
+    error: str
+    finished_at: datetime
+
+
+def _post(item: Outgoing, pol: DeliveryPolicy) -> _Attempt:
     now = datetime.now(UTC)
     status: int | None = None
     try:
@@ -242,37 +262,78 @@ def deliver(delivery_id: str) -> str:
         _observe("blocked")
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}"
-    if status is not None and 200 <= status < 300:
-        with st.db.session() as session:
-            record_delivered(session, item.id, status)
-        lag = (datetime.now(UTC) - item.occurred_at).total_seconds()
-        _observe("delivered", lag)
+    return _Attempt(item, status, error, datetime.now(UTC))
+
+
+@shared_task(name=DELIVER, acks_late=True, ignore_result=True)
+def deliver(delivery_ids: str | list[str]) -> int:
+    """Post a batch of deliveries one after the other and record every outcome in one transaction.
+
+    A single id is a message from before batches. Deliveries already finished (a duplicate message)
+    or of a disabled subscription are skipped. After a 410 Gone the subscription is disabled and the
+    rest of its batch is not posted: disabling makes them dead letters, as it does every pending
+    delivery of the subscription. Outcomes are recorded even when a post raises something
+    unexpected, so the posts already made are not made again; the deliveries not yet recorded come
+    back when their lease runs out.
+    """
+    pol, st = DeliveryPolicy.from_env(), services().store
+    with st.db.connection() as conn:
+        items = outgoing_many(conn, [delivery_ids] if isinstance(delivery_ids, str) else delivery_ids)
+    attempts: list[_Attempt] = []
+    gone: set[str] = set()
+    try:
+        for item in items:
+            if item.subscription_id not in gone:
+                attempts.append(_post(item, pol))
+                if attempts[-1].status == 410:
+                    gone.add(item.subscription_id)
+    finally:
+        delivered: list[tuple[str, int]] = []
+        failures: list[Failure] = []
+        for a in attempts:
+            if a.status is not None and _ok(a.status):
+                delivered.append((a.item.id, a.status))
+            elif a.status == 410:
+                failures.append(Failure(a.item.id, a.status, "410 Gone: subscription disabled", None))
+            else:
+                retry = pol.next_attempt(a.item.occurred_at, a.item.attempts + 1, a.finished_at, _rng)
+                failures.append(Failure(a.item.id, a.status, a.error, retry))
+        with st.db.connection() as conn:
+            record_delivered(conn, delivered)
+            record_failed(conn, failures)
+            for subscription_id in gone:
+                disable_subscription(conn, subscription_id, "the receiver answered 410 Gone")
+        retries = {f.delivery_id: f.next_attempt_at for f in failures}
+        for a in attempts:
+            _report(a, retries.get(a.item.id))
+    return len(delivered)
+
+
+def _ok(status: int | None) -> bool:
+    return status is not None and 200 <= status < 300
+
+
+def _report(a: _Attempt, retry_at: datetime | None) -> None:
+    """Metrics and log of one attempt, once its outcome is committed."""
+    item = a.item
+    if _ok(a.status):
+        _observe("delivered", (a.finished_at - item.occurred_at).total_seconds())
         log.info(
-            "webhook=%s delivery=%s %s delivered (HTTP %s)", item.subscription_id, item.id, item.event_type, status
+            "webhook=%s delivery=%s %s delivered (HTTP %s)", item.subscription_id, item.id, item.event_type, a.status
         )
-        return "delivered"
-    if status == 410:
-        with st.db.session() as session:
-            record_failed(
-                session, item.id, status=status, error="410 Gone: subscription disabled", next_attempt_at=None
-            )
-            disable_subscription(session, item.subscription_id, "the receiver answered 410 Gone")
+    elif a.status == 410:
         _observe("gone")
         log.warning("webhook=%s answered 410 Gone; subscription disabled", item.subscription_id)
-        return "gone"
-    retry_at = pol.next_attempt(item.occurred_at, item.attempts + 1, datetime.now(UTC), _rng)
-    with st.db.session() as session:
-        record_failed(session, item.id, status=status, error=error, next_attempt_at=retry_at)
-    _observe("failed" if retry_at else "dead")
-    log.warning(
-        "webhook=%s delivery=%s attempt %d failed (%s); %s",
-        item.subscription_id,
-        item.id,
-        item.attempts + 1,
-        error,
-        f"next at {retry_at.isoformat()}" if retry_at else "dead letter",
-    )
-    return "failed" if retry_at else "dead"
+    else:
+        _observe("failed" if retry_at else "dead")
+        log.warning(
+            "webhook=%s delivery=%s attempt %d failed (%s); %s",
+            item.subscription_id,
+            item.id,
+            item.attempts + 1,
+            a.error,
+            f"next at {retry_at.isoformat()}" if retry_at else "dead letter",
+        )
 
 
 _secret_lock = threading.Lock()
