@@ -25,10 +25,11 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import home_dir
-from models.schema import Base, BigId, Job, Timestamp
+from models.schema import Base, BigId, Job, Timestamp, table
 
 SECRET_ENV = "EINVOICE_API_SECRET"
 SECRET_FILE_NAME = "api-secret"
@@ -85,6 +86,14 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(sa.String(100))
     outcome: Mapped[str] = mapped_column(sa.String(16))
     detail: Mapped[str | None] = mapped_column(sa.Text)
+
+
+# Every API request checks its key and most write an audit row: built once (see models/steps.py).
+_KEYS = table(ApiKey)
+_LIVE_KEY = sa.select(_KEYS.c.id, _KEYS.c.role, _KEYS.c.entity).where(
+    _KEYS.c.digest == sa.bindparam("digest"), _KEYS.c.revoked_at.is_(None)
+)
+_ADD_AUDIT = sa.insert(table(AuditEntry))
 
 
 class MissingSecret(RuntimeError):
@@ -186,15 +195,11 @@ def create_key(
     return row, token
 
 
-def authenticate(session: Session, secret: ServerSecret, token: str) -> Principal | None:
+def authenticate(session: Session | Connection, secret: ServerSecret, token: str) -> Principal | None:
     """The key's principal, read from the database on every request so that a revocation holds at once."""
     if not token.startswith(KEY_PREFIX):
         return None
-    row = session.execute(
-        sa.select(ApiKey.id, ApiKey.role, ApiKey.entity).where(
-            ApiKey.digest == secret.digest(token), ApiKey.revoked_at.is_(None)
-        )
-    ).first()
+    row = session.execute(_LIVE_KEY, {"digest": secret.digest(token)}).first()
     return Principal(row.id, Role(row.role), row.entity) if row is not None else None
 
 
@@ -216,7 +221,7 @@ def revoke_key(session: Session, key_id: str, *, actor: str) -> bool:
 
 
 def audit(
-    session: Session,
+    session: Session | Connection,
     *,
     actor: str,
     action: str,
@@ -224,11 +229,8 @@ def audit(
     outcome: str = "ok",
     detail: str | None = None,
 ) -> None:
-    session.execute(
-        sa.insert(AuditEntry).values(
-            at=datetime.now(UTC), actor=actor, action=action, target=target, outcome=outcome, detail=detail
-        )
-    )
+    row = {"at": datetime.now(UTC), "actor": actor, "action": action, "target": target, "outcome": outcome}
+    session.execute(_ADD_AUDIT, {**row, "detail": detail})
 
 
 def audit_entries(session: Session, *, actor: str | None = None) -> list[AuditEntry]:

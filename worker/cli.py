@@ -507,30 +507,34 @@ def _cli_actor() -> str:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=PORT)
-def api(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes; one per core serves more requests (each has its own connection pool).",
+)
+def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Needs EINVOICE_API_SECRET."""
     import uvicorn
 
-    from tasks.context import store_setup
-    from worker.api import create_app
-    from worker.app import app as celery_app
+    from worker.api.serve import build
 
-    settings = _settings()
-    secret = _server_secret()
-    engine = make_engine(settings.database_url)
-    store = Store(engine)
-    for setup in store_setup:
-        setup(store)
-
-    def broker_check() -> None:
-        with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-
-    app = create_app(
-        store=store, secret=secret, policy=settings.policy, archive_dir=settings.archive_dir, broker_check=broker_check
-    )
+    _settings()
+    _server_secret()  # refused here, with the reason, rather than in every server process
     click.echo(f"API on http://{host}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    if workers == 1:
+        uvicorn.run(build(), host=host, port=port, log_level="info", access_log=False)
+    else:
+        uvicorn.run(
+            "worker.api.serve:build",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+        )
 
 
 @main.group()

@@ -17,6 +17,7 @@ FX_NS = "http://www.fact.com.mx/schema/fx"
 ROOT_TAG = f"{{{FX_NS}}}FactDocMX"
 _FEED_SLICE = 1 << 20
 _HEAD_BYTES = 64 << 10
+_HEAD_SLICE = 1 << 10
 
 
 def check_internal_id(internal_id: str) -> None:
@@ -60,9 +61,12 @@ def _root_from_head(payload: bytes | bytearray) -> str | None:
         events=("start",), resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
     )
     try:
-        parser.feed(bytes(payload[:_HEAD_BYTES]))
-        for _, element in parser.read_events():
-            return str(element.tag)
+        # Small slices: the root's start tag is usually in the first few hundred bytes, and the pull
+        # parser would otherwise build a tree of everything fed to it.
+        for start in range(0, min(len(payload), _HEAD_BYTES), _HEAD_SLICE):
+            parser.feed(bytes(payload[start : start + _HEAD_SLICE]))
+            for _, element in parser.read_events():
+                return str(element.tag)
     except (etree.LxmlError, ValueError):
         return None  # the full parse reports what is wrong
     return None

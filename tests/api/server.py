@@ -30,7 +30,13 @@ class ApiServer:
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
+    workers: int = 1
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     @property
     def url(self) -> str:
@@ -39,7 +45,7 @@ class ApiServer:
     def start(self) -> ApiServer:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port)],
+            [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port), "--workers", str(self.workers)],
             env=self.env,
             cwd=ROOT,
             stdout=log,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import sqlalchemy as sa
 
 from models.access import AuditEntry
@@ -137,6 +140,25 @@ def test_health(api_stack: Stack, api: ApiServer) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
     assert "/v1/invoices" in httpx.get(f"{api.url}/openapi.json", timeout=10).json()["paths"]
     assert httpx.get(f"{api.url}/docs", timeout=10).status_code == 200
+
+
+def test_several_server_processes_share_the_work_and_the_database(api_stack: Stack, tmp_path: Path) -> None:
+    server = ApiServer(api_stack.env, tmp_path / "api2.log", workers=2).start()
+    try:
+        servers = psutil.Process(server.pid).children(recursive=True)
+        assert len([p for p in servers if "spawn_main" in " ".join(p.cmdline())]) == 2, servers
+        key = create_key(api_stack.env, "submitter", "JES900109Q90")
+        ids = [f"MP-{n}" for n in range(24)]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: submit(server, key, i, native_xml(i, 5000)), ids))
+        assert [a.status_code for a in answers] == [201] * len(ids), [a.text for a in answers if a.status_code != 201]
+        again = submit(server, key, "MP-0", native_xml("MP-0", 5000))
+        assert again.status_code == 200 and again.json()["id"] == answers[0].json()["id"]
+        listed = json.loads(api_stack.cli("list", "--json").stdout)
+        assert sorted(j["internal_id"] for j in listed) == sorted(ids)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log_text()
 
 
 def test_api_refuses_to_start_without_a_secret(api_stack: Stack) -> None:

@@ -326,8 +326,8 @@ def _visible(state: ApiState, who: Principal, ref: str, action: str, *, audit_ok
 def _audit(
     state: ApiState, who: Principal, action: str, target: str | None, outcome: str, detail: str | None = None
 ) -> None:
-    with state.store.db.session() as session:
-        audit(session, actor=who.actor, action=action, target=target, outcome=outcome, detail=detail)
+    with state.store.db.connection() as conn:
+        audit(conn, actor=who.actor, action=action, target=target, outcome=outcome, detail=detail)
 
 
 def _encode_cursor(job: Job) -> str:

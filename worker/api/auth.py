@@ -22,8 +22,8 @@ def principal(
     """No cache: a revoked key stops working on its next request."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(401, "Unauthorized", "send `Authorization: Bearer KEY`", kind="unauthorized")
-    with state.store.db.session() as session:
-        found = authenticate(session, state.secret, credentials.credentials)
+    with state.store.db.connection() as conn:
+        found = authenticate(conn, state.secret, credentials.credentials)
     if found is None:
         raise ProblemError(401, "Unauthorized", "the key is unknown or revoked", kind="unauthorized")
     request.state.principal = found
