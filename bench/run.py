@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "--plans gratis,negocio,empresa --documents 200,400,400",
         "--plans gratis --documents 50",
     ),
+    "api_submit": ("bench.api_submit", "--invoices 2000", "--quick"),
+    "webhook_lag": ("bench.webhook_lag", "--rate 100 --seconds 30", "--quick"),
 }
 
 

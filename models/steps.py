@@ -226,9 +226,12 @@ class Steps:
                     previous = step.to_state
                 artifacts.extend(_artifact_rows(change, now))
             if artifacts:
-                # A step that redoes a retrieve replaces the files it archived before.
-                conn.execute(_DROP_ARTIFACT, [{"w_job": a["job_id"], "w_kind": a["kind"]} for a in artifacts])
-                conn.execute(_ADD_ARTIFACT, artifacts)
+                # A step that redoes a retrieve replaces the files it archived before, and of two
+                # files of one kind in a change (an answer that carried one inline, then the link's
+                # copy) the later one is kept.
+                latest = list({(a["job_id"], a["kind"]): a for a in artifacts}.values())
+                conn.execute(_DROP_ARTIFACT, [{"w_job": a["job_id"], "w_kind": a["kind"]} for a in latest])
+                conn.execute(_ADD_ARTIFACT, latest)
             if events:
                 conn.execute(_ADD_EVENTS, events)
             for item in health:

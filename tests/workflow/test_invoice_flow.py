@@ -434,3 +434,17 @@ def test_a_failed_poll_of_such_a_provider_also_waits_for_the_sweep(flow: Flow) -
     assert flow.sweep() == 1
     flow.deliver()
     assert flow.job(job.id).state == "retrieved"
+
+
+def test_a_file_sent_inline_and_linked_again_is_archived_once_the_linked_copy_kept(pg_flow: Flow) -> None:
+    flow = pg_flow
+    inline = b"<cfdi:Comprobante inline='1'/>"
+    issued = DocumentIds(guid="6f1c2b3a-0d4e-4f5a-8b6c-7d8e9fa0b1c2", year=2026)
+    flow.provider.verifies.append(VerifyResult(VerifyStatus.ISSUED, issued, files={"xml": inline}))
+    job = flow.enqueue("TWICE")
+    flow.deliver()
+    assert flow.job(job.id).state == "retrieved"
+    kept = {a.kind: a for a in flow.store.jobs.artifacts(job.id)}
+    assert sorted(kept) == ["pdf", "xml"]
+    assert kept["xml"].sha256 == hashlib.sha256(XML).hexdigest(), "the linked copy came last and is kept"
+    assert Path(kept["xml"].path).read_bytes() == XML
