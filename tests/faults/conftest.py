@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -186,13 +187,18 @@ class FaultStack:
             totals[state] = totals.get(state, 0) + count
         return totals
 
-    def wait_final(self, expected: int, timeout: float = 150) -> None:
-        def done() -> bool:
-            counts = self.counts()
-            return sum(counts.values()) == expected and all(state in FINAL for state in counts)
+    def all_final(self, expected: int) -> bool:
+        counts = self.counts()
+        return sum(counts.values()) == expected and all(state in FINAL for state in counts)
 
+    def wait_final(self, expected: int, timeout: float = 150) -> None:
         try:
-            wait_until(done, timeout=timeout, interval=0.5, what=f"{expected} jobs in final states")
+            wait_until(
+                partial(self.all_final, expected),
+                timeout=timeout,
+                interval=0.5,
+                what=f"{expected} jobs in final states",
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}; states now {self.counts()}") from None
 

@@ -98,6 +98,7 @@ def test_redis_flushed_and_restarted(fault_stack: FaultStack) -> None:
 def test_postgresql_connections_terminated(fault_stack: FaultStack) -> None:
     """What a PostgreSQL restart looks like to its clients, repeatedly, while the workers run."""
     stack = fault_stack
+    stack.admin("config", {"latency_ms": 120})  # the work outlasts the faults: they land mid-step
     docs = batch("PG", 200)
     stack.worker()
     stack.submit(docs, "pg")
@@ -115,8 +116,10 @@ def test_postgresql_connections_terminated(fault_stack: FaultStack) -> None:
                 {"db": name, "me": OBSERVER},
             ).scalar_one()
         terminated += int(killed)
-        recoveries.append(stack.progress_after(now()))
+        if not stack.all_final(len(docs)):  # once everything is final there is no progress to see
+            recoveries.append(stack.progress_after(now()))
     assert terminated >= 5, "the workers' connections were terminated"
+    assert recoveries, "the connections were terminated while there was work left"
     stack.wait_final(len(docs))
     assert all(worker.alive() for worker in stack.workers), "workers reconnect on their own"
     stack.stop_workers()
