@@ -265,8 +265,9 @@ def create_app(
         before asking again, or SAT may count the same request twice.
         """
         rfc = body.rfc.strip().upper()
+        target = rfc[:100]
         if not who.sees(rfc):
-            _audit(state, who, "download.request", rfc[:100], "forbidden")
+            _audit(state, who, "download.request", target, "forbidden")
             raise ProblemError(403, "Forbidden", "this key does not request downloads for that RFC", kind="forbidden")
         try:
             start, end = wall_time(body.start), wall_time(body.end)
@@ -280,22 +281,22 @@ def create_app(
                 service=body.service,
             )
         except RuleViolation as exc:
-            _audit(state, who, "download.request", rfc[:100], "refused", exc.rule.value)
+            _audit(state, who, "download.request", target, "refused", exc.rule.value)
             detail = f"refused by rule {exc.rule.value}: {exc.message}"
             raise ProblemError(422, "Download refused", detail, kind="rule-violation", rule=exc.rule.value) from None
         except InvalidInput as exc:
-            _audit(state, who, "download.request", rfc[:100], "refused", str(exc))
+            _audit(state, who, "download.request", target, "refused", str(exc))
             raise ProblemError(422, "Invalid request", str(exc), kind="invalid-request") from None
         except TransientError as exc:
-            _audit(state, who, "download.request", rfc[:100], "unavailable", str(exc))
+            _audit(state, who, "download.request", target, "unavailable", str(exc))
             detail = f"{exc} (temporary: check GET /v1/downloads before trying again)"
             raise ProblemError(503, "Service unavailable", detail, kind="provider-unavailable") from None
         except ProviderError as exc:
-            _audit(state, who, "download.request", rfc[:100], "provider_error", str(exc))
+            _audit(state, who, "download.request", target, "provider_error", str(exc))
             raise ProblemError(502, "Provider error", str(exc), kind="provider-error") from None
         rows = [download_view(state.store, job) for job in [*result.split, *result.jobs]]
         if not result.jobs:
-            _audit(state, who, "download.request", rfc[:100], "refused", "; ".join(result.refused))
+            _audit(state, who, "download.request", target, "refused", "; ".join(result.refused))
             raise ProblemError(
                 422, "Download refused", "SAT refused every request", kind="sat-refused", refused=result.refused
             )
