@@ -218,10 +218,13 @@ def list_cfdi(
     issued_to: datetime | None = None,
     rfc: str | None = None,
     limit: int | None = 1000,
+    entity: str | None = None,
 ) -> Sequence[Cfdi]:
     """CFDI for `einvoice cfdi list`: by direction, issue time [from, to), and issuer or receiver RFC.
 
-    Ordered by issue time, then UUID, so a listing is stable between calls.
+    Ordered by issue time, then UUID, so a listing is stable between calls. `entity` is the API
+    key's scope, applied on top of `rfc`: a key bound to one taxpayer never sees CFDI that
+    taxpayer neither issued nor received.
     """
     query = sa.select(Cfdi)
     if direction is not None:
@@ -230,8 +233,7 @@ def list_cfdi(
         query = query.where(Cfdi.issued_at >= issued_from)
     if issued_to is not None:
         query = query.where(Cfdi.issued_at < issued_to)
-    if rfc is not None:
-        wanted = rfc.strip().upper()
+    for wanted in (value.strip().upper() for value in (rfc, entity) if value is not None):
         query = query.where(sa.or_(Cfdi.issuer_rfc == wanted, Cfdi.receiver_rfc == wanted))
     query = query.order_by(Cfdi.issued_at, Cfdi.uuid)
     if limit is not None:

@@ -738,16 +738,13 @@ def webhooks_replay(delivery_id: str) -> None:
 
 
 def _wall_time(text: str) -> Any:
-    """`YYYY-MM-DD HH:MM:SS` (or a date) as SAT reads it: Mexico City wall time."""
-    from datetime import datetime
-
-    from providers.mysuite.descarga.records import MEXICO_CITY
+    """A bad period is a usage error here (exit 2), an InvalidInput in the producer."""
+    from worker.producer import InvalidInput, wall_time
 
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not YYYY-MM-DD HH:MM:SS") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=MEXICO_CITY)
+        return wall_time(text)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.group()

@@ -29,6 +29,7 @@ from providers.mysuite.descarga import (
     TaxIdRole,
     check_query,
 )
+from providers.mysuite.descarga.records import MEXICO_CITY
 from tasks.downloads import Registered
 from tasks.downloads import register as register_download
 from tasks.pipeline import dispatch
@@ -269,6 +270,18 @@ def _publish(job: Job, internal_id: str) -> None:
 DIRECTIONS = {"issued": TaxIdRole.EMISOR, "received": TaxIdRole.RECEPTOR, "both": TaxIdRole.AMBOS}
 REQUEST_KINDS = {"cfdi": RequestKind.CFDI, "metadata": RequestKind.METADATA, "both": RequestKind.AMBOS}
 SERVICES = {"cfdis": Service.CFDIS, "retenciones": Service.RETENCIONES, "both": Service.AMBOS}
+
+
+def wall_time(text: str) -> datetime:
+    """`YYYY-MM-DD HH:MM:SS` (or a date) as SAT reads it: Mexico City wall time, unless it names its offset.
+
+    The CLI and the API both take periods in this form, so they must read them alike.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not YYYY-MM-DD HH:MM:SS") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=MEXICO_CITY)
 
 
 def request_download(

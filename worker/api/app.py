@@ -14,7 +14,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,17 +22,22 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from models import JobNotFound, JobState
+from models import DownloadState, JobNotFound, JobState
 from models.access import AmbiguousRef, Permission, Principal, ServerSecret, audit, resolve_visible, visible_jobs
+from models.cfdi import cfdi_json, list_cfdi
 from models.schema import Job
 from models.webhooks import ReplayRefused, replay
 from providers import get_provider, provider_names
+from providers.base import ProviderError, TransientError
+from providers.mysuite.descarga import RuleViolation
+from tasks.downloads import KIND as DOWNLOAD_KIND
+from tasks.downloads import download_view
 from tasks.policy import Policy
 from worker.api import schemas
 from worker.api.auth import requires
 from worker.api.problems import ProblemError, install, problem_response, responses
 from worker.api.state import ApiState, api_state
-from worker.producer import MAX_PAYLOAD_BYTES, enqueue
+from worker.producer import MAX_PAYLOAD_BYTES, InvalidInput, enqueue, request_download, wall_time
 from worker.views import event_view, job_status, pause_view
 
 log = logging.getLogger("einvoice.api")
@@ -43,6 +48,7 @@ Submitter = Annotated[Principal, requires(Permission.SUBMIT)]
 Operator = Annotated[Principal, requires(Permission.OPERATE)]
 
 STATES = tuple(s.value for s in JobState)
+DOWNLOAD_STATES = tuple(s.value for s in DownloadState)
 FILE_KINDS = ("xml", "pdf", "answer")
 
 SUBMIT_BODY = {
@@ -244,6 +250,133 @@ def create_app(
         _audit(state, who, "invoice.file", job.id, "ok", kind)
         assert found is not None
         return FileResponse(path, media_type=found.content_type, filename=f"{job.internal_id}.{kind}")
+
+    @app.post(
+        "/v1/downloads",
+        response_model=schemas.DownloadsRegistered,
+        status_code=201,
+        tags=["downloads"],
+        responses=responses(400, 401, 403, 422, 502, 503),
+    )
+    def request_sat_download(body: schemas.DownloadRequest, who: Submitter, state: State) -> Any:
+        """Register a SAT bulk download once, like `einvoice downloads request`; one job per SAT request.
+
+        A 503 means the registration may or may not have reached SAT: look at `GET /v1/downloads`
+        before asking again, or SAT may count the same request twice.
+        """
+        rfc = body.rfc.strip().upper()
+        target = rfc[:100]
+        if not who.sees(rfc):
+            _audit(state, who, "download.request", target, "forbidden")
+            raise ProblemError(403, "Forbidden", "this key does not request downloads for that RFC", kind="forbidden")
+        try:
+            start, end = wall_time(body.start), wall_time(body.end)
+            result = request_download(
+                state.store,
+                rfc=rfc,
+                start=start,
+                end=end,
+                direction=body.direction,
+                kind=body.kind,
+                service=body.service,
+            )
+        except RuleViolation as exc:
+            _audit(state, who, "download.request", target, "refused", exc.rule.value)
+            detail = f"refused by rule {exc.rule.value}: {exc.message}"
+            raise ProblemError(422, "Download refused", detail, kind="rule-violation", rule=exc.rule.value) from None
+        except InvalidInput as exc:
+            _audit(state, who, "download.request", target, "refused", str(exc))
+            raise ProblemError(422, "Invalid request", str(exc), kind="invalid-request") from None
+        except TransientError as exc:
+            _audit(state, who, "download.request", target, "unavailable", str(exc))
+            detail = f"{exc} (temporary: check GET /v1/downloads before trying again)"
+            raise ProblemError(503, "Service unavailable", detail, kind="provider-unavailable") from None
+        except ProviderError as exc:
+            _audit(state, who, "download.request", target, "provider_error", str(exc))
+            raise ProblemError(502, "Provider error", str(exc), kind="provider-error") from None
+        rows = [download_view(state.store, job) for job in [*result.split, *result.jobs]]
+        if not result.jobs:
+            _audit(state, who, "download.request", target, "refused", "; ".join(result.refused))
+            raise ProblemError(
+                422, "Download refused", "SAT refused every request", kind="sat-refused", refused=result.refused
+            )
+        for row in rows:
+            _audit(state, who, "download.request", row["id"], "created")
+        return JSONResponse({"requests": rows, "refused": result.refused}, status_code=201)
+
+    @app.get(
+        "/v1/downloads",
+        response_model=list[schemas.DownloadStatus],
+        tags=["downloads"],
+        responses=responses(401, 403, 422),
+    )
+    def list_downloads(
+        who: Reader,
+        state: State,
+        job_state: Annotated[
+            str | None, Query(alias="state", description=f"One of {', '.join(DOWNLOAD_STATES)}.")
+        ] = None,
+    ) -> Any:
+        """Download requests oldest first, like `einvoice downloads list` (the key's RFC only, for entity keys)."""
+        if job_state is not None and job_state not in DOWNLOAD_STATES:
+            raise ProblemError(422, "Invalid request", f"unknown state {job_state!r}", kind="invalid-request")
+        jobs = state.store.jobs.list_jobs(state=job_state, kind=DOWNLOAD_KIND)
+        _audit(state, who, "download.list", None, "ok")
+        return JSONResponse([download_view(state.store, job) for job in jobs if who.sees(job.entity)])
+
+    @app.get(
+        "/v1/downloads/{job_id}",
+        response_model=schemas.DownloadStatus,
+        tags=["downloads"],
+        responses=responses(401, 403, 404),
+    )
+    def download_status(job_id: str, who: Reader, state: State) -> Any:
+        """One download request with its packages, like `einvoice downloads status`."""
+        try:
+            job = state.store.jobs.get(job_id)
+        except JobNotFound:
+            job = None
+        # Another entity's request answers like a missing one, so its id does not leak.
+        if job is None or job.kind != DOWNLOAD_KIND or not who.sees(job.entity):
+            _audit(state, who, "download.read", job_id[:100], "not_found")
+            raise ProblemError(404, "Not found", "no such download request", kind="not-found")
+        _audit(state, who, "download.read", job.id, "ok")
+        return JSONResponse(download_view(state.store, job))
+
+    @app.get(
+        "/v1/cfdi",
+        response_model=list[schemas.CfdiEntry],
+        tags=["cfdi"],
+        responses=responses(401, 403, 422),
+    )
+    def cfdi(
+        who: Reader,
+        state: State,
+        direction: Literal["issued", "received"] | None = None,
+        start: Annotated[
+            str | None, Query(alias="from", description="Issued at or after (YYYY-MM-DD[ HH:MM:SS], Mexico City time).")
+        ] = None,
+        end: Annotated[str | None, Query(alias="to", description="Issued before.")] = None,
+        rfc: Annotated[str | None, Query(description="Issuer or receiver RFC.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        """Indexed CFDI by issue time, like `einvoice cfdi list`; an entity key sees its RFC's only."""
+        try:
+            issued_from = wall_time(start) if start is not None else None
+            issued_to = wall_time(end) if end is not None else None
+        except InvalidInput as exc:
+            raise ProblemError(422, "Invalid request", str(exc), kind="invalid-request") from None
+        rows = list_cfdi(
+            state.store.engine,
+            direction=direction,
+            issued_from=issued_from,
+            issued_to=issued_to,
+            rfc=rfc,
+            limit=limit,
+            entity=who.entity,
+        )
+        _audit(state, who, "cfdi.list", None, "ok")
+        return JSONResponse([cfdi_json(row) for row in rows])
 
     @app.get(
         "/v1/providers", response_model=list[schemas.ProviderPause], tags=["providers"], responses=responses(401, 403)

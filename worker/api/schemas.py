@@ -1,4 +1,4 @@
-"""Response models of the API: the same JSON as `einvoice status/events/list --json`, typed.
+"""Models of the API: the same JSON as `einvoice status/events/list`, `downloads` and `cfdi list --json`, typed.
 
 The routes return the dicts of `worker.views` unchanged (so the API and the CLI cannot drift);
 these models describe them in the OpenAPI document, and the contract tests check both against each
@@ -6,6 +6,8 @@ other. `extra="allow"` lets fields added to the views pass through before they a
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,3 +93,72 @@ class Health(BaseModel):
 class Replayed(BaseModel):
     id: str
     state: str
+
+
+class DownloadRequest(BaseModel):
+    """The options of `einvoice downloads request`, as a JSON body."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    rfc: str = Field(description="The taxpayer whose FIEL signs the request.")
+    start: str = Field(alias="from", description='Start, "YYYY-MM-DD HH:MM:SS" (Mexico City time).')
+    end: str = Field(alias="to", description="End, inclusive, in the same form.")
+    direction: Literal["issued", "received", "both"]
+    kind: Literal["cfdi", "metadata", "both"]
+    service: Literal["cfdis", "retenciones", "both"] = "cfdis"
+
+
+class DownloadPeriod(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    start: str | None = Field(alias="from")
+    end: str | None = Field(alias="to")
+
+
+class DownloadPackage(BaseModel):
+    id: str
+    state: str
+    sha256: str | None
+
+
+class DownloadStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    rfc: str
+    period: DownloadPeriod
+    direction: str | None
+    kind: str | None
+    service: str | None
+    state: str
+    parent_id: str | None
+    provider_request_id: str | None
+    sat_request_id: str | None
+    sat_state: int | None
+    cfdi_count: int | None
+    indexed: int | None
+    split_into: str | None
+    packages: list[DownloadPackage]
+    error: JobError | None
+
+
+class DownloadsRegistered(BaseModel):
+    requests: list[DownloadStatus] = Field(description="Split parents first, then the requests to poll.")
+    refused: list[str] = Field(description="SAT's refusals of some of the requests, never resent.")
+
+
+class CfdiEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    uuid: str
+    direction: str
+    issuer_rfc: str | None
+    issuer_name: str | None
+    receiver_rfc: str | None
+    receiver_name: str | None
+    issued_at: str | None
+    certified_at: str | None
+    total: str | None
+    type: str | None
+    status: str | None
+    cancelled_at: str | None
