@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from models.database import Database
 from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE, QUOTA_PAUSE
-from models.schema import Job, Payload, ProviderPause, table
+from models.schema import Job, Payload, ProviderPause, table, take_due_statement
 from models.states import active_states
 
 
@@ -40,25 +40,14 @@ def _take_due_statement(skip_locked: bool) -> sa.Update:
             sa.and_(pauses.c.kind.in_([OUTAGE_PAUSE, QUOTA_PAUSE]), pauses.c.until > now),
         )
     )
-    due = (
-        sa.select(jobs.c.id)
-        .where(
-            jobs.c.state.in_(sorted(active_states())),
-            jobs.c.next_attempt_at <= now,
-            sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
-            jobs.c.provider.not_in(blocked),
-        )
-        .order_by(jobs.c.next_attempt_at)
-        .limit(sa.bindparam("limit", type_=sa.Integer))
-    )
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        sa.update(jobs)
-        .where(jobs.c.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=sa.bindparam("until"))
-        .returning(jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.provider)
-    )
+    conditions = [
+        jobs.c.state.in_(sorted(active_states())),
+        jobs.c.next_attempt_at <= now,
+        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+        jobs.c.provider.not_in(blocked),
+    ]
+    returning = [jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.provider]
+    return take_due_statement(jobs, conditions, returning, skip_locked=skip_locked)
 
 
 class Schedule:

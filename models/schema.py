@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -160,3 +162,31 @@ def table(model: type[Base]) -> sa.Table:
     found = model.__table__
     assert isinstance(found, sa.Table)
     return found
+
+
+def take_due_statement(
+    rows: sa.Table,
+    conditions: Sequence[sa.ColumnElement[bool]],
+    returning: Sequence[sa.ColumnElement[Any]],
+    *,
+    skip_locked: bool,
+) -> sa.Update:
+    """Claim up to `:limit` due rows of an outbox-like table, oldest `next_attempt_at` first, and
+    push their schedule to `:until` in the same statement, so that a second sweep skips them.
+
+    With `skip_locked` (PostgreSQL) concurrent sweeps never wait for, nor take, each other's rows.
+    """
+    due = (
+        sa.select(rows.c.id)
+        .where(*conditions)
+        .order_by(rows.c.next_attempt_at)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        sa.update(rows)
+        .where(rows.c.id.in_(due.scalar_subquery()))
+        .values(next_attempt_at=sa.bindparam("until"))
+        .returning(*returning)
+    )

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.access import ServerSecret, audit
-from models.schema import Base, Job, Timestamp, table
+from models.schema import Base, Job, Timestamp, table, take_due_statement
 
 EVENT_TYPES = (
     "invoice.submitted",
@@ -340,20 +340,9 @@ _PENDING = DeliveryState.PENDING.value
 
 @functools.cache
 def _take_due_statement(skip_locked: bool) -> sa.Update:
-    due = (
-        sa.select(_DELIVERIES.c.id)
-        .where(_DELIVERIES.c.state == _PENDING, _DELIVERIES.c.next_attempt_at <= sa.bindparam("now"))
-        .order_by(_DELIVERIES.c.next_attempt_at)
-        .limit(sa.bindparam("limit", type_=sa.Integer))
-    )
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        sa.update(_DELIVERIES)
-        .where(_DELIVERIES.c.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=sa.bindparam("until"))
-        .returning(_DELIVERIES.c.id, _DELIVERIES.c.subscription_id)
-    )
+    conditions = [_DELIVERIES.c.state == _PENDING, _DELIVERIES.c.next_attempt_at <= sa.bindparam("now")]
+    returning = [_DELIVERIES.c.id, _DELIVERIES.c.subscription_id]
+    return take_due_statement(_DELIVERIES, conditions, returning, skip_locked=skip_locked)
 
 
 _OUTGOING = (
