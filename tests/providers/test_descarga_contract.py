@@ -256,8 +256,10 @@ def test_too_many_documents_is_5003_and_the_halves_register(sandbox: MySuiteSand
 
 def test_identical_active_request_is_adopted(sandbox: MySuiteSandbox, descarga: DescargaClient) -> None:
     sandbox.configure(dm_timeline="1,2,3", dm_step_seconds=30)
-    [original] = descarga.register(query())
-    [again] = descarga.register(query())
+    # One query object: two calls to `query()` straddling a second boundary would differ.
+    identical = query()
+    [original] = descarga.register(identical)
+    [again] = descarga.register(identical)
     assert again.adopted and again.error is None and again.code == "5005"
     assert again.request_id == original.request_id
     assert len(dm(sandbox)["requests"]) == 1
