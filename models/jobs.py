@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from models.access import audit
 from models.database import Database, TransitionInfo
 from models.schema import Artifact, Event, Job, Payload, table
 from models.states import JobState, machine
@@ -106,6 +107,7 @@ class Jobs:
         child: ChildJob | None = None,
         provider_request_id: str | None = None,
         doc_extra: dict[str, str] | None = None,
+        audit_action: str | None = None,
     ) -> tuple[Job, bool]:
         """Insert a job with its payload and first event, or return the existing one for the same key.
 
@@ -114,6 +116,8 @@ class Jobs:
         commit, and if that publish is lost the sweep picks the job up once the grace has passed.
         `child` is created with it (not with an invalid job, which never gets anywhere). A job born
         in a final state (a download request SAT split at registration) has no schedule.
+        `audit_action` records the caller's action on the new job in the same transaction (an API
+        submit then commits once, not twice); a job that already existed is audited by the caller.
         """
         now = self.db.clock()
         first = JobState.INVALID.value if invalid_reason else (state or JobState.QUEUED.value)
@@ -159,6 +163,8 @@ class Jobs:
                         "message": invalid_reason or "accepted",
                     },
                 )
+                if audit_action is not None:
+                    audit(conn, actor=actor, action=audit_action, target=str(values["id"]), outcome="created")
                 job = Job(**values)
                 notices = [TransitionInfo(job.id, kind, provider, None, first, now, 0)]
                 if child is not None and not invalid_reason:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import Counter
@@ -518,23 +519,18 @@ def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Needs EINVOICE_API_SECRET."""
     import uvicorn
 
-    from worker.api.serve import build
+    from worker.api.serve import NoDelayH11Protocol, build
 
     _settings()
     _server_secret()  # refused here, with the reason, rather than in every server process
     click.echo(f"API on http://{host}:{port}/docs")
+    run = functools.partial(
+        uvicorn.run, host=host, port=port, log_level="info", access_log=False, http=NoDelayH11Protocol
+    )
     if workers == 1:
-        uvicorn.run(build(), host=host, port=port, log_level="info", access_log=False)
+        run(build())
     else:
-        uvicorn.run(
-            "worker.api.serve:build",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level="info",
-            access_log=False,
-        )
+        run("worker.api.serve:build", factory=True, workers=workers)
 
 
 @main.group()

@@ -121,6 +121,7 @@ def enqueue(
     actor: str = "producer",
     publish: bool = True,
     addenda: tuple[str, bytes] | None = None,
+    audit_action: str | None = None,
 ) -> Enqueued:
     """Accept one document. The same (provider, entity, internal id) with the same document again
     returns the existing job.
@@ -133,6 +134,7 @@ def enqueue(
 
     `addenda` (type, data) asks for a retailer's addenda on the stamped CFDI: checked now (an
     unknown type or unusable data refuses the whole submission) and stored with the invoice.
+    `audit_action`: see `Jobs.create_job`.
     """
     pol = policy or Policy()
     if provider not in provider_names():
@@ -163,6 +165,7 @@ def enqueue(
         dispatch_grace=grace,
         invalid_reason=reason,
         child=child,
+        audit_action=audit_action,
     )
     replaced = False
     if not created:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from models import Change, ErrorInfo, IllegalTransition, JobState, Note, Store
+from models.access import audit_entries
 from models.states import is_valid_path
 from tests.harness import transition_path
 
@@ -26,6 +27,15 @@ def new_job(store: Store, internal_id: str = "INV-1", payload: bytes = b"<x/>", 
         dispatch_grace=NOW,
         **kwargs,
     )
+
+
+def test_a_new_jobs_audit_row_commits_with_it_and_a_repeat_writes_none(store: Store) -> None:
+    job, created = new_job(store, audit_action="invoice.submit")
+    again, created_again = new_job(store, audit_action="invoice.submit")
+    assert created and not created_again and again.id == job.id
+    with store.db.session() as session:
+        rows = [(e.actor, e.action, e.target, e.outcome) for e in audit_entries(session)]
+    assert rows == [("test", "invoice.submit", job.id, "created")]
 
 
 def test_same_key_twice_is_one_job(store: Store) -> None:

@@ -4,7 +4,11 @@ pool and broker connection (none of which survive a fork)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from models import Store, make_engine
 from models.access import ServerSecret
@@ -28,3 +32,19 @@ def build() -> FastAPI:
     return create_app(
         store=store, secret=secret, policy=settings.policy, archive_dir=settings.archive_dir, broker_check=broker_check
     )
+
+
+class NoDelayH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with TCP_NODELAY on every connection.
+
+    With several workers uvicorn binds the listening socket itself, with protocol number 0, and
+    asyncio only turns Nagle off on sockets whose protocol reads IPPROTO_TCP. uvicorn writes a
+    response's head and body in two sends, so Nagle then holds each body back until the client's
+    delayed ACK: 40 ms added to every request on a kept-alive connection.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)

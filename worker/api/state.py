@@ -20,6 +20,7 @@ class ApiState:
     archive_dir: Path
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
+    """async only so that FastAPI calls it on the event loop rather than through its thread pool."""
     state: ApiState = request.app.state.einvoice
     return state
