@@ -38,6 +38,24 @@ POLL_EVENT = "poll"
 _JOBS = table(Job)
 _IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
 _LARGEST = sa.select(sa.func.max(_JOBS.c.size_bytes)).where(_JOBS.c.id.in_(_IDS))
+_LARGEST_OF_ONE_PROVIDER = sa.select(
+    sa.func.max(_JOBS.c.size_bytes), sa.func.min(_JOBS.c.kind), sa.func.min(_JOBS.c.provider)
+).where(_JOBS.c.id.in_(_IDS))
+_GATHER = (
+    sa.select(_JOBS.c.id, _JOBS.c.size_bytes)
+    .where(
+        _JOBS.c.kind == sa.bindparam("g_kind"),
+        _JOBS.c.provider == sa.bindparam("g_provider"),
+        _JOBS.c.state == sa.bindparam("w_state"),
+        _JOBS.c.id.not_in(_IDS),
+        _JOBS.c.next_attempt_at <= sa.bindparam("g_due_by"),
+        _JOBS.c.size_bytes <= sa.bindparam("g_max_bytes"),
+        sa.or_(_JOBS.c.lease_until.is_(None), _JOBS.c.lease_until < sa.bindparam("now")),
+    )
+    .order_by(_JOBS.c.next_attempt_at)
+    .limit(sa.bindparam("g_limit"))
+    .with_for_update(skip_locked=True)
+)
 _PAYLOAD = table(Payload)
 _PAYLOADS = sa.select(_PAYLOAD.c.job_id, _PAYLOAD.c.content).where(_PAYLOAD.c.job_id.in_(_IDS))
 _WAKE_CHILDREN = (
@@ -127,6 +145,17 @@ class Claimed:
 Lease = timedelta | Callable[[int], timedelta]
 
 
+@dataclass(frozen=True)
+class Gather:
+    """Also claim up to `limit` other jobs of the same kind and provider in the step's state whose
+    message is due by `due_by` (their `next_attempt_at` is at most the redispatch grace past it),
+    documents of at most `max_bytes`. Their own messages then find them taken and do nothing."""
+
+    limit: int
+    due_by: datetime
+    max_bytes: int
+
+
 class Steps:
     """Claims and records of workflow steps, and the operator's transitions."""
 
@@ -142,24 +171,30 @@ class Steps:
         *,
         count_attempt: bool = False,
         with_payload: bool = False,
+        gather: Gather | None = None,
     ) -> list[Claimed]:
         """Take the jobs that are still in `state` and free; the others are someone else's.
 
         The lease keeps the sweep and duplicate deliveries away while the step runs; if the worker
         dies, the lease runs out and the sweep dispatches the job again. `lease` may depend on the
         documents' sizes (uploads take longer). `count_attempt` counts the provider call the step
-        is about to make in the same statement.
+        is about to make in the same statement. `gather` adds waiting jobs to a lone one's batch.
         """
         if not job_ids:
             return []
         now = self.db.clock()
         ids = list(job_ids)
         with self.db.connection() as conn:
-            if callable(lease):
-                largest = conn.execute(_LARGEST, {"ids": ids}).scalar()
+            if gather is not None and gather.limit > 0:
+                largest, ids = _gathered(conn, ids, state, now, gather)
                 if largest is None:
                     return []
-                lease = lease(int(largest))
+                lease = lease(largest) if callable(lease) else lease
+            elif callable(lease):
+                found = conn.execute(_LARGEST, {"ids": ids}).scalar()
+                if found is None:
+                    return []
+                lease = lease(int(found))
             until = now + lease
             bound = {"ids": ids, "w_state": state, "now": now, "until": until}
             rows = conn.execute(_claim_statement(count_attempt), bound)
@@ -288,6 +323,28 @@ def _values(change: Change, now: datetime) -> dict[str, Any]:
         values.update(_error_fields(change.note.error))
     values.update(change.fields)
     return values
+
+
+def _gathered(
+    conn: sa.Connection, ids: list[str], state: str, now: datetime, gather: Gather
+) -> tuple[int | None, list[str]]:
+    """(the largest document among the jobs, the ids with the gathered ones appended); None when
+    none of `ids` exists. The gathered rows are locked, skipping those another claim holds."""
+    row = conn.execute(_LARGEST_OF_ONE_PROVIDER, {"ids": ids}).one()
+    if row[0] is None:
+        return None, ids
+    bound = {
+        "ids": ids,
+        "g_kind": row[1],
+        "g_provider": row[2],
+        "w_state": state,
+        "g_due_by": gather.due_by,
+        "g_max_bytes": gather.max_bytes,
+        "now": now,
+        "g_limit": gather.limit,
+    }
+    extra = conn.execute(_GATHER, bound).all()
+    return max([int(row[0]), *(int(e.size_bytes) for e in extra)]), ids + [str(e.id) for e in extra]
 
 
 @functools.cache

@@ -50,6 +50,10 @@ class Policy:
     lease_seconds_per_mb: float = 10.0
     # A job handed to the broker is dispatched again by the sweep only after this grace.
     redispatch_seconds: float = 30.0
+    # A submit also takes up to this many other small documents of its provider whose messages are
+    # due, so that one claim, one record and one poll message serve them all (0: one by one).
+    gather_jobs: int = 9
+    gather_max_bytes: int = 1024 * 1024
     sweep_interval_seconds: float = 10.0
     sweep_batch: int = 500
     # Broker countdowns longer than this are never used (Redis visibility_timeout redelivers them).

@@ -16,6 +16,7 @@ whose compare-and-set finds the job moved on applies nothing.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from models import BreakerPolicy, Change, Claimed, ErrorInfo, Health, Note, PauseInfo, Step
 from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE
+from models.steps import Gather
 from providers.answers import MalformedAnswer
 from providers.base import AccountPaused, AuthError, PermanentError, RateLimitedError, TransientError
 from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
@@ -56,6 +58,7 @@ class Message:
     spec: StepSpec
     job_id: str
     countdown: float
+    provider: str
 
 
 def breaker_policy(pol: Policy) -> BreakerPolicy:
@@ -70,8 +73,12 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
     """Run one step for the given jobs; returns what happened to each claimed job, by name."""
     pol = services.policy
     lease = pol.lease_for if spec.lease_by_size else pol.lease_for(0)
+    gather = None
+    if spec.gather and len(job_ids) <= pol.gather_jobs:
+        due_by = services.now() + timedelta(seconds=pol.redispatch_seconds)
+        gather = Gather(pol.gather_jobs + 1 - len(job_ids), due_by, pol.gather_max_bytes)
     claimed = services.store.steps.claim(
-        job_ids, spec.state, lease, count_attempt=spec.count_attempt, with_payload=spec.with_payload
+        job_ids, spec.state, lease, count_attempt=spec.count_attempt, with_payload=spec.with_payload, gather=gather
     )
     if not claimed:
         return {}
@@ -101,10 +108,28 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
             seen = replace(seen, guarded=spec.guards_logins)
             health[seen.provider] = _worse(health.get(seen.provider), seen)
     applied = _record(services, changes, actor, list(health.values()))
-    for message, ok in zip(messages, applied, strict=True):
-        if ok and message is not None:
-            services.dispatch(message.spec.name, message.spec.queue, [message.job_id], message.countdown)
+    _send(services, [m for m, ok in zip(messages, applied, strict=True) if ok and m is not None])
     return {item.job.id: _name(decided[item.job.id]) for item, ok in zip(claimed, applied, strict=True) if ok}
+
+
+def _send(services: Services, messages: list[Message]) -> None:
+    """Publish the batch's next messages; those of a batch step for one provider due within the
+    same second go out as one message, up to the provider's batch size.
+
+    A countdown is rounded up to the second: a job's `next_attempt_at` lies a redispatch grace past
+    its own, so the sweep never takes the later message for a lost one.
+    """
+    groups: dict[tuple[str, str, float], list[Message]] = {}
+    for message in messages:
+        if message.spec.batch:
+            groups.setdefault((message.spec.name, message.provider, math.ceil(message.countdown)), []).append(message)
+        else:
+            services.dispatch(message.spec.name, message.spec.queue, [message.job_id], message.countdown)
+    for (_, provider, countdown), group in groups.items():
+        spec = group[0].spec
+        size = max(1, services.provider(provider).batch_size)
+        for chunk in _chunks([m.job_id for m in group], size):
+            services.dispatch(spec.name, spec.queue, chunk, countdown if len(group) > 1 else group[0].countdown)
 
 
 def _through_breaker(
@@ -210,14 +235,16 @@ def _conclude(
             artifacts=outcome.artifacts,
             wake_children=any(step.to_state in wf.wakes_children_in for step in outcome.steps),
         )
-        message = Message(target, job.id, countdown) if target is not None and countdown is not None else None
+        message = (
+            Message(target, job.id, countdown, job.provider) if target is not None and countdown is not None else None
+        )
         return change, message, Health(job.provider, "answered") if outcome.answered else None
     if isinstance(outcome, Stayed):
         when, countdown = _schedule(ctx, spec, outcome.next_in, job.provider)
         change = replace(
             base, note=outcome.note, fields=outcome.fields, next_attempt_at=when, artifacts=outcome.artifacts
         )
-        message = Message(spec, job.id, countdown) if countdown is not None else None
+        message = Message(spec, job.id, countdown, job.provider) if countdown is not None else None
         return change, message, Health(job.provider, "answered") if outcome.answered else None
     if isinstance(outcome, Blocked):
         pause = outcome.pause
@@ -288,7 +315,7 @@ def _failure(
     when, countdown = _schedule(ctx, spec, delay, job.provider)
     note = Note("error", f"{info.message}; next attempt at {when.isoformat() if when else 'none'}", info)
     log.warning("job=%s %s error on attempt %d; retry in %.1fs", job.id, info.error_class, attempt, delay)
-    message = Message(spec, job.id, countdown) if countdown is not None else None
+    message = Message(spec, job.id, countdown, job.provider) if countdown is not None else None
     return replace(base, note=note, next_attempt_at=when), message, seen
 
 

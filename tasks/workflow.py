@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from models import Claimed, Machine
-from providers.base import Provider, ProviderError
+from providers.base import AccountPaused, AuthError, Provider, ProviderError, RateLimitedError
 from tasks.outcomes import Crashed, Errored, Outcome
 from tasks.policy import Policy, ProcessingModel
 from tasks.services import Services
@@ -54,6 +54,10 @@ class StepSpec:
     - `fail_to`: where a permanent provider error takes the job (None: it is retried).
     - `resend_guard`: a transient failure may have reached the provider, so the next try waits
       at least `resend_after_seconds` for the provider's own idempotency check to see the first.
+    - `gather`: a message for one job also claims other small jobs of its provider waiting in
+      this state whose messages are due (`Policy.gather_jobs`, `gather_max_bytes`); their own
+      messages then find nothing to do. Documents arrive one message each; this serves them in
+      batches, and the batch's next messages go out as one (see `runner`).
     - `outcomes`: what the step may conclude; anything else is a bug, recorded as one.
     - `guards_logins`: the provider locks an account after a few refused logins, so until a call
       has been answered since the last resume only one call at a time goes out
@@ -74,6 +78,7 @@ class StepSpec:
     expire_to: str | None = None
     resend_guard: bool = False
     guards_logins: bool = False
+    gather: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,15 +103,26 @@ class Workflow:
 
 
 def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
-    """Run a single-job step over a batch, so that one job's failure is that job's alone."""
+    """Run a single-job step over a batch, so that one job's failure is that job's alone.
+
+    Except for a refusal that concerns the provider, not the document (credentials, a paused
+    account, a rate limit): the jobs after it are not sent, and carry that error as theirs.
+    Another call with refused credentials could lock the account.
+    """
 
     def run(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
+        refusal: ProviderError | None = None
         for claimed in jobs:
+            if refusal is not None:
+                outcomes[claimed.job.id] = Errored(refusal)
+                continue
             try:
                 outcomes[claimed.job.id] = step(ctx, claimed)
             except ProviderError as exc:
                 outcomes[claimed.job.id] = Errored(exc)
+                if isinstance(exc, (AuthError, AccountPaused, RateLimitedError)):
+                    refusal = exc
             except Exception as exc:
                 outcomes[claimed.job.id] = Crashed(exc)
         return outcomes

@@ -37,6 +37,7 @@ INVOICE = Workflow(
             fail_to=JobState.FAILED,
             expire_to=JobState.EXPIRED,
             resend_guard=True,
+            gather=True,
         ),
         # submitted -> submitted (pending poll) | failed | issued [-> retrieved, files fetched inline]
         StepSpec(

@@ -124,6 +124,7 @@ def test_rate_limited_call_waits_without_counting_against_the_provider(flow: Flo
 
 
 def test_refused_credentials_pause_the_provider_for_every_job_until_resumed(flow: Flow) -> None:
+    flow.one_at_a_time()
     flow.provider.submits.append(AuthError("bad login"))
     first, second = flow.enqueue("A-1"), flow.enqueue("A-2")
     flow.deliver()
@@ -140,6 +141,7 @@ def test_refused_credentials_pause_the_provider_for_every_job_until_resumed(flow
 
 
 def test_consecutive_failures_open_the_breaker_and_one_probe_closes_it(flow: Flow) -> None:
+    flow.one_at_a_time()
     flow.provider.submits.extend([TransientError("down")] * 4)
     jobs = [flow.enqueue(f"OUT-{n}") for n in range(4)]
     flow.outbox.clear()
@@ -167,12 +169,55 @@ def test_consecutive_failures_open_the_breaker_and_one_probe_closes_it(flow: Flo
 
 
 def test_garbled_answers_are_retried_without_opening_the_breaker(flow: Flow) -> None:
+    flow.one_at_a_time()
     flow.provider.submits.extend([MalformedAnswer("DocumentGUID is not a UUID: 'x'")] * 8)
     jobs = [flow.enqueue(f"GARBLED-{n}") for n in range(8)]
     flow.outbox.clear()
     for job in jobs:
         assert flow.run("einvoice.submit", [job.id]) == {job.id: "transient"}
     assert flow.store.pauses.provider_pause("memory") is None, "a garbled answer is still an answer"
+
+
+def test_a_submit_gathers_the_waiting_small_documents_and_their_polls_go_out_as_one(flow: Flow) -> None:
+    jobs = [flow.enqueue(f"G-{n}") for n in range(4)]
+    first = flow.deliver(limit=1)[0]
+    assert first == {job.id: "submitted" for job in jobs}
+    assert flow.provider.calls == [f"submit:G-{n}" for n in range(4)]
+    assert flow.deliver(limit=3) == [{}, {}, {}], "the other messages find their jobs taken"
+    [poll] = flow.outbox
+    assert (poll.task, sorted(poll.job_ids)) == ("einvoice.verify", sorted(job.id for job in jobs))
+    flow.deliver()
+    assert {flow.job(job.id).state for job in jobs} == {"retrieved"}
+    assert flow.provider.calls.count("submit:G-0") == 1
+
+
+def test_gathering_leaves_large_documents_retries_not_due_and_the_batch_limit(flow: Flow) -> None:
+    limit = flow.services.policy.gather_jobs
+    large = flow.enqueue("LARGE", b"<doc>" + b"x" * flow.services.policy.gather_max_bytes + b"</doc>")
+    flow.provider.submits.append(TransientError("read timeout"))
+    retrying = flow.enqueue("RETRY")
+    flow.outbox.clear()
+    assert flow.run("einvoice.submit", [retrying.id]) == {retrying.id: "transient"}
+    small = [flow.enqueue(f"S-{n}") for n in range(limit + 2)]
+    flow.outbox.clear()
+    done = flow.run("einvoice.submit", [small[0].id])
+    assert len(done) == limit + 1 and small[0].id in done
+    assert large.id not in done and retrying.id not in done
+    assert flow.job(large.id).state == "queued" and flow.job(retrying.id).state == "queued"
+    assert sum(flow.job(job.id).state == "queued" for job in small) == 1
+
+
+def test_a_refused_login_in_a_gathered_batch_stops_the_calls_after_it(flow: Flow) -> None:
+    flow.provider.submits.append(AuthError("bad login"))
+    first, second, third = flow.enqueue("A-1"), flow.enqueue("A-2"), flow.enqueue("A-3")
+    assert flow.deliver(limit=1) == [{first.id: "auth", second.id: "auth", third.id: "auth"}]
+    assert flow.provider.calls == ["submit:A-1"], "nothing is sent after a refusal"
+    assert [e.error_class for e in flow.store.jobs.events(third.id) if e.kind == "error"] == ["auth"]
+    flow.outbox.clear()
+    flow.store.pauses.resume_provider("memory")
+    assert flow.sweep() == 3
+    flow.deliver()
+    assert {flow.job(job.id).state for job in (first, second, third)} == {"retrieved"}
 
 
 def test_job_past_its_deadline_expires_without_calling_the_provider(flow: Flow) -> None:
