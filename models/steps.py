@@ -17,6 +17,7 @@ has run out.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -149,11 +150,19 @@ Lease = timedelta | Callable[[int], timedelta]
 class Gather:
     """Also claim up to `limit` other jobs of the same kind and provider in the step's state whose
     message is due by `due_by` (their `next_attempt_at` is at most the redispatch grace past it),
-    documents of at most `max_bytes`. Their own messages then find them taken and do nothing."""
+    documents of at most `max_bytes`. Their own messages then find them taken and do nothing.
+
+    `width`: the batch's calls go this many at a time after the first, so the lease, which must
+    outlast the batch, covers one call's lease per round of calls.
+    """
 
     limit: int
     due_by: datetime
     max_bytes: int
+    width: int = 1
+
+    def lease(self, one_call: timedelta, jobs: int) -> timedelta:
+        return one_call * (1 + math.ceil(max(0, jobs - 1) / max(1, self.width)))
 
 
 class Steps:
@@ -189,7 +198,7 @@ class Steps:
                 largest, ids = _gathered(conn, ids, state, now, gather)
                 if largest is None:
                     return []
-                lease = lease(largest) if callable(lease) else lease
+                lease = gather.lease(lease(largest) if callable(lease) else lease, len(ids))
             elif callable(lease):
                 found = conn.execute(_LARGEST, {"ids": ids}).scalar()
                 if found is None:

@@ -8,6 +8,7 @@ job whose files only a lost answer had.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -15,11 +16,11 @@ from typing import Any
 
 from models import ArtifactRecord, Claimed, ErrorInfo, Job, JobState, Note, Step
 from models.steps import POLL_EVENT
-from providers.base import DocumentIds, ProviderError, RetrieveResult, TransientError, VerifyStatus
+from providers.base import DocumentIds, ProviderError, RetrieveResult, TransientError, VerifyResult, VerifyStatus
 from tasks import archive
 from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
 from tasks.policy import first_poll_delay, next_poll_delay, retry_delay
-from tasks.workflow import StepContext, one_by_one
+from tasks.workflow import StepContext, one_by_one, side_by_side
 
 log = logging.getLogger("einvoice.tasks")
 
@@ -162,20 +163,25 @@ def verify(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
         except ProviderError as exc:
             outcomes.update({c.job.id: Errored(exc) for c in group})
             continue
-        for claimed, request_id in zip(group, ids, strict=True):
-            answer = answers.get(request_id)
-            if answer is None:
-                outcomes[claimed.job.id] = Errored(TransientError("the status answer left this document out"))
-            elif isinstance(answer, ProviderError):
-                outcomes[claimed.job.id] = Errored(answer)
-            else:
-                try:
-                    outcomes[claimed.job.id] = _verified(ctx, claimed.job, answer)
-                except ProviderError as exc:
-                    outcomes[claimed.job.id] = Errored(exc)
-                except Exception as exc:
-                    outcomes[claimed.job.id] = Crashed(exc)
+        # An issued document's files are fetched here: those calls go side by side.
+        pairs = [(claimed, answers.get(request_id)) for claimed, request_id in zip(group, ids, strict=True)]
+        concluded = side_by_side(functools.partial(_conclude_verify, ctx), pairs, ctx.policy.calls_at_once)
+        outcomes.update((claimed.job.id, outcome) for (claimed, _), outcome in zip(pairs, concluded, strict=True))
     return outcomes
+
+
+def _conclude_verify(ctx: StepContext, pair: tuple[Claimed, VerifyResult | ProviderError | None]) -> Outcome:
+    claimed, answer = pair
+    if answer is None:
+        return Errored(TransientError("the status answer left this document out"))
+    if isinstance(answer, ProviderError):
+        return Errored(answer)
+    try:
+        return _verified(ctx, claimed.job, answer)
+    except ProviderError as exc:
+        return Errored(exc)
+    except Exception as exc:
+        return Crashed(exc)
 
 
 def _verified(ctx: StepContext, job: Job, answer: Any) -> Outcome:

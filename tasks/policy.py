@@ -54,6 +54,8 @@ class Policy:
     # due, so that one claim, one record and one poll message serve them all (0: one by one).
     gather_jobs: int = 9
     gather_max_bytes: int = 1024 * 1024
+    # A batch's calls to its provider (after the first, which goes alone) run this many at once.
+    calls_at_once: int = 4
     sweep_interval_seconds: float = 10.0
     sweep_batch: int = 500
     # Broker countdowns longer than this are never used (Redis visibility_timeout redelivers them).

@@ -76,7 +76,7 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
     gather = None
     if spec.gather and len(job_ids) <= pol.gather_jobs:
         due_by = services.now() + timedelta(seconds=pol.redispatch_seconds)
-        gather = Gather(pol.gather_jobs + 1 - len(job_ids), due_by, pol.gather_max_bytes)
+        gather = Gather(pol.gather_jobs + 1 - len(job_ids), due_by, pol.gather_max_bytes, pol.calls_at_once)
     claimed = services.store.steps.claim(
         job_ids, spec.state, lease, count_attempt=spec.count_attempt, with_payload=spec.with_payload, gather=gather
     )

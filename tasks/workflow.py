@@ -7,9 +7,13 @@ way, so a new kind is a declaration plus provider code, never an edit to the run
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from models import Claimed, Machine
 from providers.base import AccountPaused, AuthError, Provider, ProviderError, RateLimitedError
@@ -102,30 +106,58 @@ class Workflow:
         return self._by_state.get(state)
 
 
+def side_by_side(call: Callable[[T], R], items: Sequence[T], width: int) -> list[R]:
+    """`call` over `items`, up to `width` at once, results in order; `call` must not raise.
+
+    A provider call is mostly waiting (the network, the provider, the disk's fsync of an archived
+    file): a worker process that makes one call at a time leaves its core idle meanwhile. The
+    threads live as long as the process; a forked child makes its own.
+    """
+    if width <= 1 or len(items) <= 1:
+        return [call(item) for item in items]
+    global _threads
+    with _threads_lock:
+        if _threads is None or _threads[0] != os.getpid() or _threads[1] < width:
+            _threads = (os.getpid(), width, ThreadPoolExecutor(width, thread_name_prefix="einvoice-call"))
+        pool = _threads[2]
+    return list(pool.map(call, items))
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+_threads: tuple[int, int, ThreadPoolExecutor] | None = None
+_threads_lock = threading.Lock()
+_PROVIDER_REFUSALS = (AuthError, AccountPaused, RateLimitedError)
+
+
 def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
     """Run a single-job step over a batch, so that one job's failure is that job's alone.
 
-    Except for a refusal that concerns the provider, not the document (credentials, a paused
-    account, a rate limit): the jobs after it are not sent, and carry that error as theirs.
-    Another call with refused credentials could lock the account.
+    The first job goes alone; the rest then go up to `Policy.calls_at_once` at a time. A refusal
+    that concerns the provider, not the document (credentials, a paused account, a rate limit),
+    stops the calls not yet made, whose jobs carry that error as theirs: another call with refused
+    credentials could lock the account. Going first alone, a batch's first call finds that out
+    before any other goes.
     """
 
     def run(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
-        outcomes: dict[str, Outcome] = {}
-        refusal: ProviderError | None = None
-        for claimed in jobs:
-            if refusal is not None:
-                outcomes[claimed.job.id] = Errored(refusal)
-                continue
+        refusal: list[ProviderError] = []
+
+        def one(claimed: Claimed) -> Outcome:
+            if refusal:
+                return Errored(refusal[0])
             try:
-                outcomes[claimed.job.id] = step(ctx, claimed)
+                return step(ctx, claimed)
             except ProviderError as exc:
-                outcomes[claimed.job.id] = Errored(exc)
-                if isinstance(exc, (AuthError, AccountPaused, RateLimitedError)):
-                    refusal = exc
+                if isinstance(exc, _PROVIDER_REFUSALS):
+                    refusal.append(exc)
+                return Errored(exc)
             except Exception as exc:
-                outcomes[claimed.job.id] = Crashed(exc)
-        return outcomes
+                return Crashed(exc)
+
+        outcomes = [one(jobs[0])] if jobs else []
+        outcomes += side_by_side(one, jobs[1:], ctx.policy.calls_at_once)
+        return {claimed.job.id: outcome for claimed, outcome in zip(jobs, outcomes, strict=True)}
 
     run.__name__ = step.__name__
     run.__doc__ = step.__doc__

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from models import Change, ErrorInfo, IllegalTransition, JobState, Note, Store
 from models.access import audit_entries
 from models.states import is_valid_path
+from models.steps import Gather
 from tests.harness import transition_path
 
 DAY = timedelta(days=1)
@@ -36,6 +37,22 @@ def test_a_new_jobs_audit_row_commits_with_it_and_a_repeat_writes_none(store: St
     with store.db.session() as session:
         rows = [(e.actor, e.action, e.target, e.outcome) for e in audit_entries(session)]
     assert rows == [("test", "invoice.submit", job.id, "created")]
+
+
+def test_a_gathered_claim_holds_its_batch_for_one_lease_per_round_of_calls(store: Store) -> None:
+    jobs = [new_job(store, f"G-{n}")[0] for n in range(5)]
+    busy = new_job(store, "BUSY")[0]
+    assert store.steps.claim([busy.id], JobState.QUEUED, timedelta(minutes=5))
+    before = datetime.now(UTC)
+    gather = Gather(limit=9, due_by=before + DAY, max_bytes=1024, width=2)
+    claimed = store.steps.claim([jobs[0].id], JobState.QUEUED, timedelta(seconds=60), gather=gather)
+    assert sorted(c.job.id for c in claimed) == sorted(job.id for job in jobs), "the leased one is not taken"
+    lease = {c.job.lease_until for c in claimed}
+    assert len(lease) == 1
+    [until] = lease
+    assert until is not None
+    held = (until.replace(tzinfo=UTC) if until.tzinfo is None else until) - before
+    assert timedelta(seconds=179) < held < timedelta(seconds=185), "60 s x (first alone + 2 rounds of 2)"
 
 
 def test_same_key_twice_is_one_job(store: Store) -> None:

@@ -106,6 +106,7 @@ def test_policy(tmp_path: Path) -> Policy:
         deadline_seconds=3600.0,
         lease_seconds=60.0,
         redispatch_seconds=30.0,
+        calls_at_once=1,  # calls in a fixed order; tests/workflow/test_side_by_side.py covers more
     )
 
 
