@@ -519,13 +519,13 @@ def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs). Needs EINVOICE_API_SECRET."""
     import uvicorn
 
-    from worker.api.serve import NoDelayH11Protocol, build
+    from worker.api.serve import NoDelayHttpToolsProtocol, build
 
     _settings()
     _server_secret()  # refused here, with the reason, rather than in every server process
     click.echo(f"API on http://{host}:{port}/docs")
     run = functools.partial(
-        uvicorn.run, host=host, port=port, log_level="info", access_log=False, http=NoDelayH11Protocol
+        uvicorn.run, host=host, port=port, log_level="info", access_log=False, http=NoDelayHttpToolsProtocol
     )
     if workers == 1:
         run(build())

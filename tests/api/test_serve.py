@@ -12,12 +12,12 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from worker.api.serve import NoDelayH11Protocol
+from worker.api.serve import NoDelayHttpToolsProtocol
 
 
-def accepted_nodelay(protocol: type[H11Protocol]) -> list[int]:
+def accepted_nodelay(protocol: type[HttpToolsProtocol]) -> list[int]:
     """TCP_NODELAY of each connection a real uvicorn server accepted on a socket it bound itself
     (as it does for `--workers N`), serving with `protocol`."""
     seen: list[int] = []
@@ -54,9 +54,9 @@ def accepted_nodelay(protocol: type[H11Protocol]) -> list[int]:
     return seen
 
 
-@pytest.mark.parametrize(("protocol", "nodelay"), [(H11Protocol, False), (NoDelayH11Protocol, True)])
+@pytest.mark.parametrize(("protocol", "nodelay"), [(HttpToolsProtocol, False), (NoDelayHttpToolsProtocol, True)])
 def test_connections_on_a_socket_uvicorn_bound_get_tcp_nodelay_from_our_protocol(
-    protocol: type[H11Protocol], nodelay: bool
+    protocol: type[HttpToolsProtocol], nodelay: bool
 ) -> None:
     seen = accepted_nodelay(protocol)
     assert len(seen) == 1  # one kept-alive connection for both requests

@@ -8,7 +8,7 @@ import asyncio
 import socket
 
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from models import Store, make_engine
 from models.access import ServerSecret
@@ -34,8 +34,8 @@ def build() -> FastAPI:
     )
 
 
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with TCP_NODELAY on every connection.
+class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with TCP_NODELAY on every connection.
 
     With several workers uvicorn binds the listening socket itself, with protocol number 0, and
     asyncio only turns Nagle off on sockets whose protocol reads IPPROTO_TCP. uvicorn writes a
