@@ -39,9 +39,13 @@ POLL_EVENT = "poll"
 _JOBS = table(Job)
 _IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
 _LARGEST = sa.select(sa.func.max(_JOBS.c.size_bytes)).where(_JOBS.c.id.in_(_IDS))
-_LARGEST_OF_ONE_PROVIDER = sa.select(
+_LARGEST_CLAIMABLE = sa.select(
     sa.func.max(_JOBS.c.size_bytes), sa.func.min(_JOBS.c.kind), sa.func.min(_JOBS.c.provider)
-).where(_JOBS.c.id.in_(_IDS))
+).where(
+    _JOBS.c.id.in_(_IDS),
+    _JOBS.c.state == sa.bindparam("w_state"),
+    sa.or_(_JOBS.c.lease_until.is_(None), _JOBS.c.lease_until < sa.bindparam("now")),
+)
 _GATHER = (
     sa.select(_JOBS.c.id, _JOBS.c.size_bytes)
     .where(
@@ -338,8 +342,10 @@ def _gathered(
     conn: sa.Connection, ids: list[str], state: str, now: datetime, gather: Gather
 ) -> tuple[int | None, list[str]]:
     """(the largest document among the jobs, the ids with the gathered ones appended); None when
-    none of `ids` exists. The gathered rows are locked, skipping those another claim holds."""
-    row = conn.execute(_LARGEST_OF_ONE_PROVIDER, {"ids": ids}).one()
+    none of `ids` is claimable: a message whose jobs another batch took costs one statement and
+    gathers nothing (the next message still waiting does). The gathered rows are locked, skipping
+    those another claim holds."""
+    row = conn.execute(_LARGEST_CLAIMABLE, {"ids": ids, "w_state": state, "now": now}).one()
     if row[0] is None:
         return None, ids
     bound = {

@@ -163,9 +163,13 @@ def _sha256(path: Path) -> str:
 def _make_folder(root: Path, job: Job) -> Path:
     """Create the missing folders down to the job's, each 0700 whatever the umask."""
     folder = folder_for(root, job)
+    if folder.is_dir():
+        return folder  # one stat: every file after a folder's first
     root.parent.mkdir(parents=True, exist_ok=True)
-    missing = [folder, *folder.parents]
-    for path in reversed(missing[: len(missing) - len(root.parents)]):
+    levels = [root]
+    for part in folder.relative_to(root).parts:
+        levels.append(levels[-1] / part)
+    for path in levels:
         try:
             path.mkdir(mode=FOLDER_MODE)
         except FileExistsError:
