@@ -39,12 +39,14 @@ POLL_EVENT = "poll"
 _JOBS = table(Job)
 _IDS: sa.BindParameter[list[str]] = sa.bindparam("ids", expanding=True)
 _LARGEST = sa.select(sa.func.max(_JOBS.c.size_bytes)).where(_JOBS.c.id.in_(_IDS))
-_LARGEST_CLAIMABLE = sa.select(
-    sa.func.max(_JOBS.c.size_bytes), sa.func.min(_JOBS.c.kind), sa.func.min(_JOBS.c.provider)
-).where(
-    _JOBS.c.id.in_(_IDS),
-    _JOBS.c.state == sa.bindparam("w_state"),
-    sa.or_(_JOBS.c.lease_until.is_(None), _JOBS.c.lease_until < sa.bindparam("now")),
+_CLAIMABLE = (
+    sa.select(_JOBS.c.id, _JOBS.c.size_bytes, _JOBS.c.kind, _JOBS.c.provider)
+    .where(
+        _JOBS.c.id.in_(_IDS),
+        _JOBS.c.state == sa.bindparam("w_state"),
+        sa.or_(_JOBS.c.lease_until.is_(None), _JOBS.c.lease_until < sa.bindparam("now")),
+    )
+    .with_for_update(skip_locked=True)
 )
 _GATHER = (
     sa.select(_JOBS.c.id, _JOBS.c.size_bytes)
@@ -341,17 +343,21 @@ def _values(change: Change, now: datetime) -> dict[str, Any]:
 def _gathered(
     conn: sa.Connection, ids: list[str], state: str, now: datetime, gather: Gather
 ) -> tuple[int | None, list[str]]:
-    """(the largest document among the jobs, the ids with the gathered ones appended); None when
-    none of `ids` is claimable: a message whose jobs another batch took costs one statement and
-    gathers nothing (the next message still waiting does). The gathered rows are locked, skipping
-    those another claim holds."""
-    row = conn.execute(_LARGEST_CLAIMABLE, {"ids": ids, "w_state": state, "now": now}).one()
-    if row[0] is None:
+    """(the largest document among the jobs, the claimable ones of `ids` and the gathered ones);
+    None when none of `ids` is claimable: a message whose jobs another batch took costs one
+    statement and gathers nothing (the next message still waiting does).
+
+    Every row is locked before the claim's update, skipping those another claim holds: two claims
+    that each gathered the other's job would otherwise wait for each other (a deadlock).
+    """
+    own = conn.execute(_CLAIMABLE, {"ids": ids, "w_state": state, "now": now}).all()
+    if not own:
         return None, ids
+    ids = [str(row.id) for row in own]
     bound = {
         "ids": ids,
-        "g_kind": row[1],
-        "g_provider": row[2],
+        "g_kind": own[0].kind,
+        "g_provider": own[0].provider,
         "w_state": state,
         "g_due_by": gather.due_by,
         "g_max_bytes": gather.max_bytes,
@@ -359,7 +365,7 @@ def _gathered(
         "g_limit": gather.limit,
     }
     extra = conn.execute(_GATHER, bound).all()
-    return max([int(row[0]), *(int(e.size_bytes) for e in extra)]), ids + [str(e.id) for e in extra]
+    return max(int(row.size_bytes) for row in [*own, *extra]), ids + [str(e.id) for e in extra]
 
 
 @functools.cache

@@ -31,6 +31,8 @@ _SHOWN = 40
 class MalformedAnswer(TransientError):
     """The provider answered with a value that is not what it must be (see the module docstring)."""
 
+    answered = True
+
 
 def _shown(value: str) -> str:
     """A refused value as it may appear in a message: bounded, control characters escaped."""

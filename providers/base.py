@@ -69,6 +69,9 @@ class TransientError(ProviderError):
     """Timeouts, connection errors, 5xx, SOAP faults, unparsable answers: the same call may work later."""
 
     error_class = ErrorClass.TRANSIENT
+    answered = False
+    """The provider did answer, only not readably about this one document: it is up (see
+    `MalformedAnswer`), and the calls for other documents may go on."""
 
 
 class RateLimitedError(ProviderError):
@@ -253,14 +256,20 @@ def verify_each(provider: Provider, request_ids: Sequence[str]) -> dict[str, Ver
     """`verify_many` for providers without a batch endpoint: one call per id on the same pool.
 
     Errors that concern the provider rather than the document (auth, rate limit) stop the loop and
-    are raised, so the caller pauses or slows down before spending more calls.
+    are raised, so the caller pauses or slows down before spending more calls. So does a first
+    call that got no answer at all: the provider looks down, and the breaker should hear of it
+    once, not once per document.
     """
     results: dict[str, VerifyResult | ProviderError] = {}
-    for request_id in request_ids:
+    for n, request_id in enumerate(request_ids):
         try:
             results[request_id] = provider.verify(request_id)
         except (AuthError, RateLimitedError):
             raise
+        except TransientError as exc:
+            if n == 0 and not exc.answered and len(request_ids) > 1:
+                raise
+            results[request_id] = exc
         except ProviderError as exc:
             results[request_id] = exc
     return results

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from models import Claimed, Machine
-from providers.base import AccountPaused, AuthError, Provider, ProviderError, RateLimitedError
+from providers.base import AccountPaused, AuthError, Provider, ProviderError, RateLimitedError, TransientError
 from tasks.outcomes import Crashed, Errored, Outcome
 from tasks.policy import Policy, ProcessingModel
 from tasks.services import Services
@@ -137,7 +137,8 @@ def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
     that concerns the provider, not the document (credentials, a paused account, a rate limit),
     stops the calls not yet made, whose jobs carry that error as theirs: another call with refused
     credentials could lock the account. Going first alone, a batch's first call finds that out
-    before any other goes.
+    before any other goes, and also whether the provider answers at all: if it does not, the
+    others are not sent into the outage either.
     """
 
     def run(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
@@ -156,6 +157,9 @@ def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
                 return Crashed(exc)
 
         outcomes = [one(jobs[0])] if jobs else []
+        probe = outcomes[0] if outcomes else None
+        if isinstance(probe, Errored) and isinstance(probe.error, TransientError) and not probe.error.answered:
+            refusal.append(probe.error)
         outcomes += side_by_side(one, jobs[1:], ctx.policy.calls_at_once)
         return {claimed.job.id: outcome for claimed, outcome in zip(jobs, outcomes, strict=True)}
 

@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from models import Change, ErrorInfo, IllegalTransition, JobState, Note, Store
 from models.access import audit_entries
@@ -53,6 +54,29 @@ def test_a_gathered_claim_holds_its_batch_for_one_lease_per_round_of_calls(store
     assert until is not None
     held = (until.replace(tzinfo=UTC) if until.tzinfo is None else until) - before
     assert timedelta(seconds=179) < held < timedelta(seconds=185), "60 s x (first alone + 2 rounds of 2)"
+
+
+def test_a_gathering_claim_waits_for_no_row_another_claim_holds(store: Store) -> None:
+    """Two claims that each gathered the other's job deadlocked; a claim now skips locked rows."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time and no row locks")
+    held, free, other = (new_job(store, name)[0] for name in ("HELD", "FREE", "OTHER"))
+    gather = Gather(limit=9, due_by=datetime.now(UTC) + DAY, max_bytes=1024)
+    with store.engine.connect() as holder:
+        holder.execute(sa.text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": held.id})
+        results: list[list[str]] = []
+
+        def claim(job_id: str) -> None:
+            claimed = store.steps.claim([job_id], JobState.QUEUED, timedelta(seconds=60), gather=gather)
+            results.append(sorted(c.job.id for c in claimed))
+
+        for job_id in (held.id, free.id):
+            thread = threading.Thread(target=claim, args=(job_id,), daemon=True)
+            thread.start()
+            thread.join(timeout=10)
+            assert not thread.is_alive(), "the claim waited for a row another transaction holds"
+        holder.rollback()
+    assert results == [[], sorted([free.id, other.id])]
 
 
 def test_same_key_twice_is_one_job(store: Store) -> None:

@@ -220,6 +220,37 @@ def test_a_refused_login_in_a_gathered_batch_stops_the_calls_after_it(flow: Flow
     assert {flow.job(job.id).state for job in (first, second, third)} == {"retrieved"}
 
 
+def test_a_gathered_batch_whose_first_call_gets_no_answer_sends_nothing_more(flow: Flow) -> None:
+    flow.provider.submits.append(TransientError("connection refused"))
+    jobs = [flow.enqueue(f"D-{n}") for n in range(4)]
+    assert flow.deliver(limit=1) == [{job.id: "transient" for job in jobs}]
+    assert flow.provider.calls == ["submit:D-0"], "the provider looks down: one call tells"
+    assert flow.store.pauses.breakers(fresh=True)["memory"].failures == 1, "one failure for the batch"
+
+
+def test_a_garbled_first_answer_does_not_hold_the_rest_of_the_batch_back(flow: Flow) -> None:
+    flow.provider.submits.append(MalformedAnswer("DocumentGUID is not a UUID: 'x'"))
+    jobs = [flow.enqueue(f"M-{n}") for n in range(3)]
+    [first] = flow.deliver(limit=1)
+    assert first == {jobs[0].id: "transient", jobs[1].id: "submitted", jobs[2].id: "submitted"}
+    assert flow.provider.calls == [f"submit:M-{n}" for n in range(3)]
+
+
+def test_polls_one_by_one_stop_when_the_first_gets_no_answer_and_not_after(flow: Flow) -> None:
+    jobs = [flow.enqueue(f"P-{n}") for n in range(3)]
+    flow.deliver(limit=3)  # one gathered submit, two messages that find their jobs taken
+    [poll] = flow.outbox
+    flow.outbox.clear()
+    flow.provider.verifies.append(TransientError("read timeout"))
+    flow.clock.advance(poll.countdown)
+    assert flow.run(poll.task, poll.job_ids) == {job.id: "transient" for job in jobs}
+    assert sum(call.startswith("verify:") for call in flow.provider.calls) == 1
+    flow.provider.verifies.extend([VerifyResult(VerifyStatus.PENDING), TransientError("read timeout")])
+    flow.clock.advance(60)
+    done = flow.run(poll.task, poll.job_ids)
+    assert sorted(done.values()) == ["poll", "retrieved", "transient"], "a later failure is that job's alone"
+
+
 def test_job_past_its_deadline_expires_without_calling_the_provider(flow: Flow) -> None:
     job = flow.enqueue("LATE")
     flow.outbox.clear()
