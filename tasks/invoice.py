@@ -94,14 +94,36 @@ def _retrieved(ctx: StepContext, job: Job, result: RetrieveResult, artifacts: tu
     return Step(JobState.RETRIEVED, f"files archived; links expire at {expiry}", _link_fields(ctx, result))
 
 
+class FetchGate:
+    """Shared by the fetches of one poll batch: once one gets no answer at all, the provider looks
+    down and the others are not sent into the outage (their retrieve step tries again later)."""
+
+    def __init__(self) -> None:
+        self.shut: ProviderError | None = None
+
+    def check(self) -> None:
+        if self.shut is not None:
+            raise self.shut
+
+    def saw(self, error: ProviderError) -> None:
+        if isinstance(error, TransientError) and not error.answered:
+            self.shut = error
+
+
 def _issue(
-    ctx: StepContext, job: Job, doc: DocumentIds, files: Mapping[str, bytes], lead: list[Step], polls: int
+    ctx: StepContext,
+    job: Job,
+    doc: DocumentIds,
+    files: Mapping[str, bytes],
+    lead: list[Step],
+    polls: int,
+    gate: FetchGate | None = None,
 ) -> Outcome:
     """An issued document: archive what came inline, fetch the rest now, and move in one record.
 
     Retrieving in the step that saw the document issued saves a message, a claim and a record per
-    invoice. If the fetch fails, the job still moves to `issued` with its fiscal ids, and the
-    retrieve step takes over on the usual backoff.
+    invoice. If the fetch fails (or `gate` holds it back), the job still moves to `issued` with its
+    fiscal ids, and the retrieve step takes over on the usual backoff.
     """
     named = _with_document(job, doc)
     artifacts = _archive_files(ctx, named, files)
@@ -116,8 +138,12 @@ def _issue(
         steps.append(Step(JobState.RETRIEVED, "files received inline and archived"))
         return Moved(tuple(steps), next_in=None, artifacts=artifacts)
     try:
+        if gate is not None:
+            gate.check()
         result, fetched = _fetch(ctx, named)
     except ProviderError as exc:
+        if gate is not None:
+            gate.saw(exc)
         message = f"{issued.message}; files not retrieved yet: {exc}"
         steps[-1] = Step(JobState.ISSUED, message, issued.fields)
         return Moved(tuple(steps), next_in=retry_delay(ctx.policy, 1, exc.retry_after), artifacts=artifacts)
@@ -163,28 +189,32 @@ def verify(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
         except ProviderError as exc:
             outcomes.update({c.job.id: Errored(exc) for c in group})
             continue
-        # An issued document's files are fetched here: those calls go side by side.
+        # An issued document's files are fetched here: the first job's alone, then side by side.
         pairs = [(claimed, answers.get(request_id)) for claimed, request_id in zip(group, ids, strict=True)]
-        concluded = side_by_side(functools.partial(_conclude_verify, ctx), pairs, ctx.policy.calls_at_once)
+        conclude = functools.partial(_conclude_verify, ctx, FetchGate())
+        concluded = [conclude(pair) for pair in pairs[:1]]
+        concluded += side_by_side(conclude, pairs[1:], ctx.policy.calls_at_once)
         outcomes.update((claimed.job.id, outcome) for (claimed, _), outcome in zip(pairs, concluded, strict=True))
     return outcomes
 
 
-def _conclude_verify(ctx: StepContext, pair: tuple[Claimed, VerifyResult | ProviderError | None]) -> Outcome:
+def _conclude_verify(
+    ctx: StepContext, gate: FetchGate, pair: tuple[Claimed, VerifyResult | ProviderError | None]
+) -> Outcome:
     claimed, answer = pair
     if answer is None:
         return Errored(TransientError("the status answer left this document out"))
     if isinstance(answer, ProviderError):
         return Errored(answer)
     try:
-        return _verified(ctx, claimed.job, answer)
+        return _verified(ctx, claimed.job, answer, gate)
     except ProviderError as exc:
         return Errored(exc)
     except Exception as exc:
         return Crashed(exc)
 
 
-def _verified(ctx: StepContext, job: Job, answer: Any) -> Outcome:
+def _verified(ctx: StepContext, job: Job, answer: Any, gate: FetchGate) -> Outcome:
     polls = job.polls + 1
     if answer.status is VerifyStatus.PENDING:
         elapsed = (ctx.now - job.submitted_at).total_seconds() if job.submitted_at else None
@@ -197,7 +227,7 @@ def _verified(ctx: StepContext, job: Job, answer: Any) -> Outcome:
     if answer.status is VerifyStatus.FAILED:
         error = ErrorInfo("rejected", answer.error_message or "rejected by the provider", answer.error_code)
         return Moved((Step(JobState.FAILED, error.message, {"polls": polls}, error=error),))
-    return _issue(ctx, job, answer.document or DocumentIds(), answer.files, [], polls)
+    return _issue(ctx, job, answer.document or DocumentIds(), answer.files, [], polls, gate)
 
 
 @one_by_one

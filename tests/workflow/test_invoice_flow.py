@@ -251,6 +251,23 @@ def test_polls_one_by_one_stop_when_the_first_gets_no_answer_and_not_after(flow:
     assert sorted(done.values()) == ["poll", "retrieved", "transient"], "a later failure is that job's alone"
 
 
+def test_in_a_poll_batch_a_fetch_without_answer_holds_the_other_fetches_back(flow: Flow) -> None:
+    jobs = [flow.enqueue(f"F-{n}") for n in range(3)]
+    flow.deliver(limit=3)
+    [poll] = flow.outbox
+    flow.outbox.clear()
+    flow.provider.retrieves.append(TransientError("503 Service Unavailable"))
+    flow.clock.advance(poll.countdown)
+    assert flow.run(poll.task, poll.job_ids) == {job.id: "issued" for job in jobs}
+    assert sum(call.startswith("retrieve:") for call in flow.provider.calls) == 1
+    assert {flow.job(job.id).doc_guid is not None for job in jobs} == {True}, "the fiscal ids are kept"
+    flow.clock.advance(60)
+    flow.outbox.clear()
+    flow.sweep()
+    flow.deliver()
+    assert {flow.job(job.id).state for job in jobs} == {"retrieved"}
+
+
 def test_job_past_its_deadline_expires_without_calling_the_provider(flow: Flow) -> None:
     job = flow.enqueue("LATE")
     flow.outbox.clear()
