@@ -256,9 +256,9 @@ def verify_each(provider: Provider, request_ids: Sequence[str]) -> dict[str, Ver
     """`verify_many` for providers without a batch endpoint: one call per id on the same pool.
 
     Errors that concern the provider rather than the document (auth, rate limit) stop the loop and
-    are raised, so the caller pauses or slows down before spending more calls. So does a first
-    call that got no answer at all: the provider looks down, and the breaker should hear of it
-    once, not once per document.
+    are raised, so the caller pauses or slows down before spending more calls. A call that got no
+    answer at all, after its own retries, stops the loop too: the provider looks down, and the ids
+    not asked yet carry that error (the breaker should hear of an outage once, not once per id).
     """
     results: dict[str, VerifyResult | ProviderError] = {}
     for n, request_id in enumerate(request_ids):
@@ -267,9 +267,10 @@ def verify_each(provider: Provider, request_ids: Sequence[str]) -> dict[str, Ver
         except (AuthError, RateLimitedError):
             raise
         except TransientError as exc:
-            if n == 0 and not exc.answered and len(request_ids) > 1:
-                raise
             results[request_id] = exc
+            if not exc.answered:
+                results.update((later, exc) for later in request_ids[n + 1 :])
+                break
         except ProviderError as exc:
             results[request_id] = exc
     return results

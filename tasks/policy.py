@@ -50,9 +50,10 @@ class Policy:
     lease_seconds_per_mb: float = 10.0
     # A job handed to the broker is dispatched again by the sweep only after this grace.
     redispatch_seconds: float = 30.0
-    # A submit also takes up to this many other small documents of its provider whose messages are
-    # due, so that one claim, one record and one poll message serve them all (0: one by one).
-    gather_jobs: int = 9
+    # A submit takes up to this many documents at once: its own and other small ones of its provider
+    # whose messages are due, so that one claim, one record and one poll message serve them all
+    # (1: one by one).
+    submit_batch: int = 10
     gather_max_bytes: int = 1024 * 1024
     # A batch's calls to its provider (after the first, which goes alone) run this many at once.
     calls_at_once: int = 4

@@ -74,9 +74,9 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
     pol = services.policy
     lease = pol.lease_for if spec.lease_by_size else pol.lease_for(0)
     gather = None
-    if spec.gather and len(job_ids) <= pol.gather_jobs:
+    if spec.gather and len(job_ids) < pol.submit_batch:
         due_by = services.now() + timedelta(seconds=pol.redispatch_seconds)
-        gather = Gather(pol.gather_jobs + 1 - len(job_ids), due_by, pol.gather_max_bytes, pol.calls_at_once)
+        gather = Gather(pol.submit_batch - len(job_ids), due_by, pol.gather_max_bytes, pol.calls_at_once)
     claimed = services.store.steps.claim(
         job_ids, spec.state, lease, count_attempt=spec.count_attempt, with_payload=spec.with_payload, gather=gather
     )

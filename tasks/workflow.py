@@ -59,9 +59,9 @@ class StepSpec:
     - `resend_guard`: a transient failure may have reached the provider, so the next try waits
       at least `resend_after_seconds` for the provider's own idempotency check to see the first.
     - `gather`: a message for one job also claims other small jobs of its provider waiting in
-      this state whose messages are due (`Policy.gather_jobs`, `gather_max_bytes`); their own
-      messages then find nothing to do. Documents arrive one message each; this serves them in
-      batches, and the batch's next messages go out as one (see `runner`).
+      this state whose messages are due (`Policy.submit_batch` jobs in all, documents up to
+      `gather_max_bytes`); their own messages then find nothing to do. Documents arrive one
+      message each; this serves them in batches, and the batch's next messages go out as one.
     - `outcomes`: what the step may conclude; anything else is a bug, recorded as one.
     - `guards_logins`: the provider locks an account after a few refused logins, so until a call
       has been answered since the last resume only one call at a time goes out
@@ -133,12 +133,12 @@ _PROVIDER_REFUSALS = (AuthError, AccountPaused, RateLimitedError)
 def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
     """Run a single-job step over a batch, so that one job's failure is that job's alone.
 
-    The first job goes alone; the rest then go up to `Policy.calls_at_once` at a time. A refusal
-    that concerns the provider, not the document (credentials, a paused account, a rate limit),
-    stops the calls not yet made, whose jobs carry that error as theirs: another call with refused
-    credentials could lock the account. Going first alone, a batch's first call finds that out
-    before any other goes, and also whether the provider answers at all: if it does not, the
-    others are not sent into the outage either.
+    The first job goes alone; the rest then go up to `Policy.calls_at_once` at a time. An error
+    that concerns the provider, not the document, stops the calls not yet made, whose jobs carry
+    that error as theirs: a refusal (credentials, a paused account, a rate limit), since another
+    call with refused credentials could lock the account; or no answer at all after the call's own
+    retries, since the provider then looks down and the breaker should hear of it once, not once
+    per document. Going first alone, a batch's first call finds either out before any other goes.
     """
 
     def run(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
@@ -150,16 +150,13 @@ def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
             try:
                 return step(ctx, claimed)
             except ProviderError as exc:
-                if isinstance(exc, _PROVIDER_REFUSALS):
+                if isinstance(exc, _PROVIDER_REFUSALS) or (isinstance(exc, TransientError) and not exc.answered):
                     refusal.append(exc)
                 return Errored(exc)
             except Exception as exc:
                 return Crashed(exc)
 
         outcomes = [one(jobs[0])] if jobs else []
-        probe = outcomes[0] if outcomes else None
-        if isinstance(probe, Errored) and isinstance(probe.error, TransientError) and not probe.error.answered:
-            refusal.append(probe.error)
         outcomes += side_by_side(one, jobs[1:], ctx.policy.calls_at_once)
         return {claimed.job.id: outcome for claimed, outcome in zip(jobs, outcomes, strict=True)}
 

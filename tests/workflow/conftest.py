@@ -55,7 +55,7 @@ class Flow:
 
     def one_at_a_time(self) -> None:
         """A submit claims only the job its message names: for tests of what each call decides."""
-        self.services = replace(self.services, policy=replace(self.services.policy, gather_jobs=0))
+        self.services = replace(self.services, policy=replace(self.services.policy, submit_batch=1))
 
     def run(self, task: str, job_ids: list[str]) -> dict[str, str]:
         return run_step(self.services, STEPS[task], job_ids)
