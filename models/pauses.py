@@ -102,6 +102,9 @@ class Health:
     guarded: bool = False
     """The call was made under the login guard: an answer confirms the credentials, a failure
     hands back the guard's lease."""
+    failures: int = 1
+    """Documents the failure kept from the provider: a batch's unanswered call and the calls it
+    held back each count, so a batch opens the breaker as soon as as many single calls would."""
 
 
 class Pauses:
@@ -316,7 +319,7 @@ class Pauses:
                 )
                 .values(until=None, updated_at=now)
             )
-        failures = _count_failure(conn, health.provider, now)
+        failures = _count_failure(conn, health.provider, now, health.failures)
         if failures < policy.open_after_failures:
             return False
         result = conn.execute(
@@ -324,7 +327,7 @@ class Pauses:
             .where(ProviderPause.provider == health.provider, ProviderPause.kind == CLOSED)
             .values(
                 kind=OUTAGE_PAUSE,
-                reason=f"{failures} consecutive failed calls; last: {health.reason}"[:300],
+                reason=f"{failures} consecutive failures; last: {health.reason}"[:300],
                 since=now,
                 until=now + policy.probe_base,
                 probes=0,
@@ -356,13 +359,13 @@ def _ensure_row(conn: Connection, provider: str, now: datetime) -> None:
     conn.execute(insert.on_conflict_do_nothing(index_elements=["provider"]))
 
 
-def _count_failure(conn: Connection, provider: str, now: datetime) -> int:
+def _count_failure(conn: Connection, provider: str, now: datetime, count: int) -> int:
     insert = _upsert(conn)(ProviderPause).values(
-        provider=provider, kind=CLOSED, reason="", since=now, until=None, probes=0, failures=1, updated_at=now
+        provider=provider, kind=CLOSED, reason="", since=now, until=None, probes=0, failures=count, updated_at=now
     )
     statement = insert.on_conflict_do_update(
         index_elements=["provider"],
-        set_={"failures": ProviderPause.failures + 1, "updated_at": now},
+        set_={"failures": ProviderPause.failures + count, "updated_at": now},
     ).returning(ProviderPause.failures)
     return int(conn.execute(statement).scalar_one())
 

@@ -122,8 +122,8 @@ class Event(Base):
 class ProviderPause(Base):
     """The breaker of one provider, shared by every worker through the database.
 
-    `closed`: calls flow; `failures` counts consecutive failed calls, and enough of them open the
-    breaker. `auth`: the provider refused our credentials; calling again could lock the account, so
+    `closed`: calls flow; `failures` counts consecutive failures (`Health.failures`), and enough of
+    them open the breaker. `auth`: the provider refused our credentials; calling again could lock the account, so
     the pause lasts until an operator resumes it (`until` is NULL). `outage`: the provider kept
     failing; one probe is let through whenever `until` passes, and its success closes the breaker.
     """

@@ -38,8 +38,10 @@ class Policy:
     # A submit that failed without a clear answer may still be running at the provider; resending
     # before the provider's own request timeout (IIS: 110 s) could race it on a non-idempotent call.
     resend_after_seconds: float = 120.0
-    # Contingency: after this many consecutive failed calls the provider is paused for everyone,
-    # and one probe goes out per wait (doubling from the base up to the cap) until one succeeds.
+    # Contingency: after this many consecutive failures (documents a call could not take to the
+    # provider, those of a batch held back after an unanswered call included) the provider is
+    # paused for everyone, and one probe goes out per wait (doubling from the base up to the cap)
+    # until one succeeds.
     outage_after_failures: int = 6
     outage_probe_seconds: float = 5.0
     outage_probe_cap_seconds: float = 60.0

@@ -320,11 +320,13 @@ def _failure(
 
 
 def _worse(current: Health | None, new: Health) -> Health:
-    """One health per provider and step: refused credentials trump everything, and one answer
-    shows the provider is up even if another call of the batch failed."""
+    """One health per provider and step: refused credentials trump everything, one answer shows
+    the provider is up even if another call of the batch failed, and failures add up."""
     rank = {"auth": 3, "quota": 2, "answered": 1, "failed": 0}
     if current is None or rank[new.outcome] > rank[current.outcome]:
         return new
+    if current.outcome == new.outcome == "failed":
+        return replace(current, failures=current.failures + new.failures)
     return current
 
 

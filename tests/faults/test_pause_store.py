@@ -62,7 +62,7 @@ def test_consecutive_failures_open_the_breaker_and_an_answer_resets_the_count(st
     for _ in range(3):
         _health(store, Health("mysuite", "failed", "timeout"))
     pause = store.pauses.provider_pause("mysuite")
-    assert pause is not None and pause.kind == "outage" and "3 consecutive failed calls" in pause.reason
+    assert pause is not None and pause.kind == "outage" and "3 consecutive failures" in pause.reason
 
 
 def test_outage_lets_one_probe_through_with_a_growing_wait(store: Store) -> None:

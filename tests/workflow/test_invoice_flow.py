@@ -225,7 +225,7 @@ def test_a_gathered_batch_whose_first_call_gets_no_answer_sends_nothing_more(flo
     jobs = [flow.enqueue(f"D-{n}") for n in range(4)]
     assert flow.deliver(limit=1) == [{job.id: "transient" for job in jobs}]
     assert flow.provider.calls == ["submit:D-0"], "the provider looks down: one call tells"
-    assert flow.store.pauses.breakers(fresh=True)["memory"].failures == 1, "one failure for the batch"
+    assert flow.store.pauses.breakers(fresh=True)["memory"].failures == 4, "each document kept back counts"
 
 
 def test_a_garbled_first_answer_does_not_hold_the_rest_of_the_batch_back(flow: Flow) -> None:
@@ -245,6 +245,9 @@ def test_polls_one_by_one_stop_at_the_first_that_gets_no_answer(flow: Flow) -> N
     flow.clock.advance(poll.countdown)
     assert flow.run(poll.task, poll.job_ids) == {job.id: "transient" for job in jobs}
     assert sum(call.startswith("verify:") for call in flow.provider.calls) == 1
+    pause = flow.store.pauses.provider_pause("memory")
+    assert pause is not None and pause.kind == "outage", "three documents kept back: the breaker opens"
+    flow.store.pauses.resume_provider("memory")
     flow.provider.verifies.extend([VerifyResult(VerifyStatus.PENDING), TransientError("read timeout")])
     flow.clock.advance(60)
     done = flow.run(poll.task, poll.job_ids)
