@@ -8,9 +8,11 @@ job whose files only a lost answer had.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -95,19 +97,33 @@ def _retrieved(ctx: StepContext, job: Job, result: RetrieveResult, artifacts: tu
 
 
 class FetchGate:
-    """Shared by the fetches of one poll batch: once one gets no answer at all, the provider looks
-    down and the others are not sent into the outage (their retrieve step tries again later)."""
+    """Shared by the fetches of one poll batch, which run side by side: the first goes alone, and
+    once one gets no answer at all the provider looks down, so the fetches not started yet are
+    not sent into the outage (their retrieve step tries again later)."""
 
     def __init__(self) -> None:
-        self.shut: ProviderError | None = None
+        self._lock = threading.Lock()
+        self._first_done = threading.Event()
+        self._first_taken = False
+        self._shut: ProviderError | None = None
 
-    def check(self) -> None:
-        if self.shut is not None:
-            raise self.shut
-
-    def saw(self, error: ProviderError) -> None:
-        if isinstance(error, TransientError) and not error.answered:
-            self.shut = error
+    @contextlib.contextmanager
+    def passage(self) -> Iterator[None]:
+        with self._lock:
+            first, self._first_taken = not self._first_taken, True
+        if not first:
+            self._first_done.wait()
+        if self._shut is not None:
+            raise self._shut
+        try:
+            yield
+        except TransientError as exc:
+            if not exc.answered:
+                self._shut = exc
+            raise
+        finally:
+            if first:
+                self._first_done.set()
 
 
 def _issue(
@@ -138,12 +154,9 @@ def _issue(
         steps.append(Step(JobState.RETRIEVED, "files received inline and archived"))
         return Moved(tuple(steps), next_in=None, artifacts=artifacts)
     try:
-        if gate is not None:
-            gate.check()
-        result, fetched = _fetch(ctx, named)
+        with gate.passage() if gate is not None else contextlib.nullcontext():
+            result, fetched = _fetch(ctx, named)
     except ProviderError as exc:
-        if gate is not None:
-            gate.saw(exc)
         message = f"{issued.message}; files not retrieved yet: {exc}"
         steps[-1] = Step(JobState.ISSUED, message, issued.fields)
         return Moved(tuple(steps), next_in=retry_delay(ctx.policy, 1, exc.retry_after), artifacts=artifacts)
@@ -189,11 +202,10 @@ def verify(ctx: StepContext, jobs: Sequence[Claimed]) -> dict[str, Outcome]:
         except ProviderError as exc:
             outcomes.update({c.job.id: Errored(exc) for c in group})
             continue
-        # An issued document's files are fetched here: the first job's alone, then side by side.
+        # An issued document's files are fetched here, side by side (see `FetchGate`).
         pairs = [(claimed, answers.get(request_id)) for claimed, request_id in zip(group, ids, strict=True)]
         conclude = functools.partial(_conclude_verify, ctx, FetchGate())
-        concluded = [conclude(pair) for pair in pairs[:1]]
-        concluded += side_by_side(conclude, pairs[1:], ctx.policy.calls_at_once)
+        concluded = side_by_side(conclude, pairs, ctx.policy.calls_at_once)
         outcomes.update((claimed.job.id, outcome) for (claimed, _), outcome in zip(pairs, concluded, strict=True))
     return outcomes
 
