@@ -159,7 +159,11 @@ def _issue(
     except ProviderError as exc:
         message = f"{issued.message}; files not retrieved yet: {exc}"
         steps[-1] = Step(JobState.ISSUED, message, issued.fields)
-        return Moved(tuple(steps), next_in=retry_delay(ctx.policy, 1, exc.retry_after), artifacts=artifacts)
+        # A fetch that got no answer says the provider is down now, whatever the poll before it
+        # said: this outcome must not close the breaker that other steps are opening.
+        down = isinstance(exc, TransientError) and not exc.answered
+        delay = retry_delay(ctx.policy, 1, exc.retry_after)
+        return Moved(tuple(steps), next_in=delay, artifacts=artifacts, answered=not down)
     steps.append(_retrieved(ctx, named, result, fetched))
     return Moved(
         tuple(steps), next_in=_links_next_refresh(ctx, named, result.expires_at), artifacts=artifacts + fetched

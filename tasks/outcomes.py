@@ -21,7 +21,8 @@ class Moved:
 
     `next_in`: seconds until the next step of the new state is due; None when nothing is
     scheduled (a final state). `answered`: the provider was called and answered, which closes its
-    breaker; False when the step decided without calling it.
+    breaker; False when the step decided without calling it, or when a later call of the same
+    step got no answer.
     """
 
     steps: tuple[Step, ...]

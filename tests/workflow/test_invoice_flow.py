@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from models import Job, JobState
+from models import Health, Job, JobState
 from providers.answers import MalformedAnswer
 from providers.base import (
     AccountPaused,
@@ -261,9 +261,12 @@ def test_in_a_poll_batch_a_fetch_without_answer_holds_the_other_fetches_back(flo
     [poll] = flow.outbox
     flow.outbox.clear()
     flow.provider.retrieves.append(TransientError("503 Service Unavailable"))
+    flow.store.steps.record([], actor="test", health=[Health("memory", "failed", "an earlier step's call")])
     flow.clock.advance(poll.countdown)
     assert flow.run(poll.task, poll.job_ids) == {job.id: "issued" for job in jobs}
     assert sum(call.startswith("retrieve:") for call in flow.provider.calls) == 1
+    breaker = flow.store.pauses.breakers(fresh=True)["memory"]
+    assert breaker.failures == 1, "the polls answered, but the fetch after them did not: nothing to reset"
     assert {flow.job(job.id).doc_guid is not None for job in jobs} == {True}, "the fiscal ids are kept"
     flow.clock.advance(60)
     flow.outbox.clear()
