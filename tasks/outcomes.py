@@ -45,9 +45,15 @@ class Stayed:
 
 @dataclass(frozen=True)
 class Errored:
-    """The provider call failed; the runner reacts by the error's class (retry, pause, fail)."""
+    """The provider call failed; the runner reacts by the error's class (retry, pause, fail).
+
+    `sent` False: the call was never made, held back by another call of its batch (see
+    `tasks.workflow.one_by_one`); the attempt its claim counted is given back, so a retry is not
+    taken for a resend (which would first ask the provider whether the document arrived).
+    """
 
     error: ProviderError
+    sent: bool = True
 
 
 @dataclass(frozen=True)

@@ -262,8 +262,13 @@ def _failure(
 ) -> tuple[Change, Message | None, Health | None]:
     """Permanent errors fail the job; auth pauses the provider; the rest waits and tries again."""
     job, pol = item.job, ctx.policy
-    attempt = job.attempts if spec.count_attempt else job.attempts + 1
-    base = replace(base, attempt=attempt, fields={} if spec.count_attempt else {"attempts": attempt})
+    held = isinstance(outcome, Errored) and not outcome.sent
+    if spec.count_attempt:
+        attempt = job.attempts - 1 if held else job.attempts
+        base = replace(base, attempt=attempt, fields={"attempts": attempt} if held else {})
+    else:
+        attempt = job.attempts + 1
+        base = replace(base, attempt=attempt, fields={"attempts": attempt})
     exc = outcome.error
     if isinstance(outcome, Crashed):
         info = ErrorInfo("unexpected", f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE])
@@ -306,7 +311,7 @@ def _failure(
     delay = retry_delay(pol, attempt, retry_after)
     if isinstance(exc, RateLimitedError):
         delay = max(delay, pol.rate_limited_min_seconds)
-    if spec.resend_guard and not isinstance(exc, (RateLimitedError, PermanentError)):
+    if spec.resend_guard and not held and not isinstance(exc, (RateLimitedError, PermanentError)):
         delay = max(delay, pol.resend_after_seconds)
     deadline = job.deadline_at
     if spec.expire_to and deadline is not None and ctx.now + timedelta(seconds=delay) > deadline:

@@ -139,7 +139,7 @@ def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
 
         def one(claimed: Claimed) -> Outcome:
             if refusal:
-                return Errored(refusal[0])
+                return Errored(refusal[0], sent=False)
             try:
                 return step(ctx, claimed)
             except ProviderError as exc:

@@ -226,6 +226,10 @@ def test_a_gathered_batch_whose_first_call_gets_no_answer_sends_nothing_more(flo
     assert flow.deliver(limit=1) == [{job.id: "transient" for job in jobs}]
     assert flow.provider.calls == ["submit:D-0"], "the provider looks down: one call tells"
     assert flow.store.pauses.breakers(fresh=True)["memory"].failures == 4, "each document kept back counts"
+    assert [flow.job(job.id).attempts for job in jobs] == [1, 0, 0, 0], "a call never made is no attempt"
+    waits = [(flow.job(job.id).next_attempt_at - flow.clock.now).total_seconds() for job in jobs]  # type: ignore[operator]
+    guarded = flow.services.policy.redispatch_seconds + flow.services.policy.resend_after_seconds
+    assert waits[0] >= guarded > max(waits[1:]), "only a document that may have arrived waits to be resent"
 
 
 def test_a_garbled_first_answer_does_not_hold_the_rest_of_the_batch_back(flow: Flow) -> None:
