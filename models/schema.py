@@ -123,9 +123,10 @@ class ProviderPause(Base):
     """The breaker of one provider, shared by every worker through the database.
 
     `closed`: calls flow; `failures` counts consecutive failures (`Health.failures`), and enough of
-    them open the breaker. `auth`: the provider refused our credentials; calling again could lock the account, so
-    the pause lasts until an operator resumes it (`until` is NULL). `outage`: the provider kept
-    failing; one probe is let through whenever `until` passes, and its success closes the breaker.
+    them open the breaker. `auth`: the provider refused our credentials; calling again could lock
+    the account, so the pause lasts until an operator resumes it (`until` is NULL). `outage`: the
+    provider kept failing; one probe is let through whenever `until` passes, and its success
+    closes the breaker.
     """
 
     __tablename__ = "provider_pauses"

@@ -200,7 +200,7 @@ class Steps:
         now = self.db.clock()
         ids = list(job_ids)
         with self.db.connection() as conn:
-            if gather is not None and gather.limit > 0:
+            if gather is not None:
                 largest, ids = _gathered(conn, ids, state, now, gather)
                 if largest is None:
                     return []

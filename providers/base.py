@@ -74,6 +74,11 @@ class TransientError(ProviderError):
     `MalformedAnswer`), and the calls for other documents may go on."""
 
 
+def unanswered(error: BaseException) -> bool:
+    """The provider gave no answer at all, even after the call's own retries: it looks down."""
+    return isinstance(error, TransientError) and not error.answered
+
+
 class RateLimitedError(ProviderError):
     """The provider asks us to slow down (429, quota); `retry_after` says for how long when known."""
 
@@ -266,13 +271,11 @@ def verify_each(provider: Provider, request_ids: Sequence[str]) -> dict[str, Ver
             results[request_id] = provider.verify(request_id)
         except (AuthError, RateLimitedError):
             raise
-        except TransientError as exc:
-            results[request_id] = exc
-            if not exc.answered:
-                results.update((later, exc) for later in request_ids[n + 1 :])
-                break
         except ProviderError as exc:
             results[request_id] = exc
+            if unanswered(exc):
+                results.update((later, exc) for later in request_ids[n + 1 :])
+                break
     return results
 
 

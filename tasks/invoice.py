@@ -18,7 +18,15 @@ from typing import Any
 
 from models import ArtifactRecord, Claimed, ErrorInfo, Job, JobState, Note, Step
 from models.steps import POLL_EVENT
-from providers.base import DocumentIds, ProviderError, RetrieveResult, TransientError, VerifyResult, VerifyStatus
+from providers.base import (
+    DocumentIds,
+    ProviderError,
+    RetrieveResult,
+    TransientError,
+    VerifyResult,
+    VerifyStatus,
+    unanswered,
+)
 from tasks import archive
 from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
 from tasks.policy import first_poll_delay, next_poll_delay, retry_delay
@@ -117,8 +125,8 @@ class FetchGate:
             raise self._shut
         try:
             yield
-        except TransientError as exc:
-            if not exc.answered:
+        except ProviderError as exc:
+            if unanswered(exc):
                 self._shut = exc
             raise
         finally:
@@ -161,9 +169,8 @@ def _issue(
         steps[-1] = Step(JobState.ISSUED, message, issued.fields)
         # A fetch that got no answer says the provider is down now, whatever the poll before it
         # said: this outcome must not close the breaker that other steps are opening.
-        down = isinstance(exc, TransientError) and not exc.answered
         delay = retry_delay(ctx.policy, 1, exc.retry_after)
-        return Moved(tuple(steps), next_in=delay, artifacts=artifacts, answered=not down)
+        return Moved(tuple(steps), next_in=delay, artifacts=artifacts, answered=not unanswered(exc))
     steps.append(_retrieved(ctx, named, result, fetched))
     return Moved(
         tuple(steps), next_in=_links_next_refresh(ctx, named, result.expires_at), artifacts=artifacts + fetched

@@ -26,8 +26,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from models import BreakerPolicy, Change, Claimed, ErrorInfo, Health, Note, PauseInfo, Step
 from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE
 from models.steps import Gather
-from providers.answers import MalformedAnswer
-from providers.base import AccountPaused, AuthError, PermanentError, RateLimitedError, TransientError
+from providers.base import AccountPaused, AuthError, PermanentError, RateLimitedError, TransientError, unanswered
 from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
 from tasks.policy import Policy, retry_delay
 from tasks.services import Services
@@ -299,11 +298,11 @@ def _failure(
             log.warning("job=%s internal_id=%s failed: %s", job.id, job.internal_id, info.message)
             step = Step(spec.fail_to, info.message, error=info)
             return replace(base, steps=(step,)), None, Health(job.provider, "answered")
-        if isinstance(error, MalformedAnswer):
-            # The provider is up and answered; its answer about this one document was garbled.
-            seen = Health(job.provider, "answered")
-        elif isinstance(error, TransientError):
+        if unanswered(error):
             seen = Health(job.provider, "failed", error.message)
+        elif isinstance(error, TransientError):
+            # A garbled answer about one document still shows the provider up.
+            seen = Health(job.provider, "answered")
         elif isinstance(error, RateLimitedError):
             seen = None
         else:

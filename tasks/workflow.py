@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from models import Claimed, Machine
-from providers.base import AccountPaused, AuthError, Provider, ProviderError, RateLimitedError, TransientError
+from providers.base import AccountPaused, AuthError, Provider, ProviderError, RateLimitedError, unanswered
 from tasks.outcomes import Crashed, Errored, Outcome
 from tasks.policy import Policy, ProcessingModel
 from tasks.services import Services
@@ -143,7 +143,7 @@ def one_by_one(step: Callable[[StepContext, Claimed], Outcome]) -> StepFunction:
             try:
                 return step(ctx, claimed)
             except ProviderError as exc:
-                if isinstance(exc, _PROVIDER_REFUSALS) or (isinstance(exc, TransientError) and not exc.answered):
+                if isinstance(exc, _PROVIDER_REFUSALS) or unanswered(exc):
                     refusal.append(exc)
                 return Errored(exc)
             except Exception as exc:
