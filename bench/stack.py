@@ -30,6 +30,8 @@ import psutil
 import redis
 import sqlalchemy as sa
 
+from tasks.doorbell import KEY_PREFIX
+
 ROOT = Path(__file__).resolve().parents[1]
 
 if threading.current_thread() is threading.main_thread():
@@ -78,10 +80,12 @@ def pg_database() -> Iterator[str]:
 
 
 def clean_broker(url: str = REDIS_URL) -> None:
-    """Delete the keys Celery/kombu leave for our queues, and nothing else in the database."""
+    """Delete the keys Celery/kombu leave for our queues and our doorbells, and nothing else in the
+    database (a bell left by the previous run would mute the next run's first wake-up)."""
     client = redis.Redis.from_url(url)
     keys: set[bytes] = set()
-    for pattern in ("submit", "poll", "bench", "celery", "unacked*", "_kombu.binding.*", "*.reply.celery.pidbox"):
+    patterns = ("submit", "poll", "bench", "celery", "unacked*", "_kombu.binding.*", "*.reply.celery.pidbox")
+    for pattern in (*patterns, KEY_PREFIX + "*"):
         keys.update(client.scan_iter(match=pattern, count=1000))
     if keys:
         client.delete(*keys)

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         instrument(clock)
         # Messages go to the broker as in a worker (the publish is measured) but nobody consumes
         # them: this loop runs each step itself, one invoice after the other.
-        services = Services(store, context.policy(), get_provider, lambda *a: context.celery_dispatch(*a))
+        services = Services(store, context.policy(), get_provider, context.celery_dispatch)
         wall: dict[str, float] = defaultdict(float)
         cpu: dict[str, float] = defaultdict(float)
         log(f"running {len(ids)} invoices step by step in-process")

@@ -160,12 +160,17 @@ class Gather:
 
     `width`: the batch's calls go this many at a time after the first, so the lease, which must
     outlast the batch, covers one call's lease per round of calls.
+
+    `provider` (with `kind`): gather that provider's jobs even when none of the claim's own jobs
+    is claimable, or it names none (a doorbell's wake-up, `tasks.doorbell`).
     """
 
     limit: int
     due_by: datetime
     max_bytes: int
     width: int = 1
+    kind: str = ""
+    provider: str | None = None
 
     def lease(self, one_call: timedelta, jobs: int) -> timedelta:
         return one_call * (1 + math.ceil(max(0, jobs - 1) / max(1, self.width)))
@@ -195,7 +200,7 @@ class Steps:
         documents' sizes (uploads take longer). `count_attempt` counts the provider call the step
         is about to make in the same statement. `gather` adds waiting jobs to a lone one's batch.
         """
-        if not job_ids:
+        if not job_ids and (gather is None or gather.provider is None):
             return []
         now = self.db.clock()
         ids = list(job_ids)
@@ -344,20 +349,24 @@ def _gathered(
     conn: sa.Connection, ids: list[str], state: str, now: datetime, gather: Gather
 ) -> tuple[int | None, list[str]]:
     """(the largest document among the jobs, the claimable ones of `ids` and the gathered ones);
-    None when none of `ids` is claimable: a message whose jobs another batch took costs one
-    statement and gathers nothing (the next message still waiting does).
+    None when there is none. Without a provider to gather for, a message whose jobs another batch
+    took costs one statement and gathers nothing (the next message still waiting does).
 
     Every row is locked before the claim's update, skipping those another claim holds: two claims
     that each gathered the other's job would otherwise wait for each other (a deadlock).
     """
-    own = conn.execute(_CLAIMABLE, {"ids": ids, "w_state": state, "now": now}).all()
-    if not own:
+    own = conn.execute(_CLAIMABLE, {"ids": ids, "w_state": state, "now": now}).all() if ids else []
+    if own:
+        kind, provider = str(own[0].kind), str(own[0].provider)
+    elif gather.provider is not None:
+        kind, provider = gather.kind, gather.provider
+    else:
         return None, ids
     ids = [str(row.id) for row in own]
     bound = {
         "ids": ids,
-        "g_kind": own[0].kind,
-        "g_provider": own[0].provider,
+        "g_kind": kind,
+        "g_provider": provider,
         "w_state": state,
         "g_due_by": gather.due_by,
         "g_max_bytes": gather.max_bytes,
@@ -365,6 +374,8 @@ def _gathered(
         "g_limit": gather.limit,
     }
     extra = conn.execute(_GATHER, bound).all()
+    if not own and not extra:
+        return None, ids
     return max(int(row.size_bytes) for row in [*own, *extra]), ids + [str(e.id) for e in extra]
 
 

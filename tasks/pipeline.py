@@ -15,7 +15,7 @@ from celery import shared_task
 
 from models.states import final_states
 from tasks import runner
-from tasks.context import celery_dispatch, services
+from tasks.context import celery_dispatch, doorbell, services
 from tasks.workflow import StepSpec
 from tasks.workflows import all_steps, workflow
 
@@ -25,9 +25,9 @@ PURGE_BATCH = 500
 
 
 def _bind(spec: StepSpec) -> Any:
-    def step(job_ids: list[str] | str) -> dict[str, str]:
+    def step(job_ids: list[str] | str, wake: str | None = None) -> dict[str, str]:
         ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
-        return runner.run_step(services(), spec, ids)
+        return runner.run_step(services(), spec, ids, wake=wake)
 
     step.__name__ = spec.name.rsplit(".", 1)[-1]
     step.__doc__ = spec.run.__doc__
@@ -60,9 +60,18 @@ def purge_payloads() -> int:
     return total
 
 
-def dispatch(job_id: str, state: str, delay: float = 0.0, *, kind: str = "invoice") -> None:
-    """Publish the step that a job of `kind` in `state` is waiting for (producer, operator)."""
+def dispatch(
+    job_id: str, state: str, delay: float = 0.0, *, kind: str = "invoice", provider: str | None = None
+) -> None:
+    """Publish the step that a job of `kind` in `state` is waiting for (producer, operator).
+
+    With its `provider`, a job due now whose step gathers rings the provider's doorbell instead:
+    a wake-up already pending will claim it (`tasks.doorbell`).
+    """
     spec = workflow(kind).step_for(state)
     if spec is None:
         raise ValueError(f"a {kind} in state {state} has no step to run")
-    celery_dispatch(spec.name, spec.queue, [job_id], delay)
+    if spec.gather and provider is not None and not delay:
+        runner.ring(doorbell(), celery_dispatch, spec, provider, [job_id])
+    else:
+        celery_dispatch(spec.name, spec.queue, [job_id], delay)

@@ -27,11 +27,12 @@ from models import BreakerPolicy, Change, Claimed, ErrorInfo, Health, Note, Paus
 from models.pauses import AUTH_PAUSE, OUTAGE_PAUSE
 from models.steps import Gather
 from providers.base import AccountPaused, AuthError, PermanentError, RateLimitedError, TransientError, unanswered
+from tasks.doorbell import Doorbell
 from tasks.outcomes import Crashed, Errored, Moved, Outcome, Stayed
 from tasks.policy import Policy, retry_delay
-from tasks.services import Services
+from tasks.services import Dispatch, Services
 from tasks.workflow import StepContext, StepSpec, Workflow
-from tasks.workflows import workflow
+from tasks.workflows import kind_of, workflow
 
 log = logging.getLogger("einvoice.tasks")
 
@@ -68,17 +69,34 @@ def breaker_policy(pol: Policy) -> BreakerPolicy:
     )
 
 
-def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, actor: str = ACTOR) -> dict[str, str]:
-    """Run one step for the given jobs; returns what happened to each claimed job, by name."""
+def run_step(
+    services: Services, spec: StepSpec, job_ids: Sequence[str], *, actor: str = ACTOR, wake: str | None = None
+) -> dict[str, str]:
+    """Run one step for the given jobs; returns what happened to each claimed job, by name.
+
+    `wake`: the message answers this provider's doorbell, and gathers its waiting jobs even when
+    it names none; a full batch rings for the next one at once.
+    """
     pol = services.policy
     lease = pol.lease_for if spec.lease_by_size else pol.lease_for(0)
     gather = None
+    if wake is not None:
+        services.doorbell.answer(spec.name, wake)
     if spec.gather and len(job_ids) < pol.submit_batch:
         due_by = services.now() + timedelta(seconds=pol.redispatch_seconds)
-        gather = Gather(pol.submit_batch - len(job_ids), due_by, pol.gather_max_bytes, pol.calls_at_once)
+        gather = Gather(
+            pol.submit_batch - len(job_ids),
+            due_by,
+            pol.gather_max_bytes,
+            pol.calls_at_once,
+            kind=kind_of(spec),
+            provider=wake,
+        )
     claimed = services.store.steps.claim(
         job_ids, spec.state, lease, count_attempt=spec.count_attempt, with_payload=spec.with_payload, gather=gather
     )
+    if wake is not None and gather is not None and len(claimed) >= pol.submit_batch:
+        ring(services.doorbell, services.dispatch, spec, wake)
     if not claimed:
         return {}
     wf = workflow(claimed[0].job.kind)
@@ -109,6 +127,15 @@ def run_step(services: Services, spec: StepSpec, job_ids: Sequence[str], *, acto
     applied = _record(services, changes, actor, list(health.values()))
     _send(services, [m for m, ok in zip(messages, applied, strict=True) if ok and m is not None])
     return {item.job.id: _name(decided[item.job.id]) for item, ok in zip(claimed, applied, strict=True) if ok}
+
+
+def ring(doorbell: Doorbell, dispatch: Dispatch, spec: StepSpec, provider: str, job_ids: Sequence[str] = ()) -> bool:
+    """Wake a gathering step for `provider` unless a wake-up is already pending (`tasks.doorbell`);
+    True when this ring sent it."""
+    if not doorbell.ring(spec.name, provider):
+        return False
+    dispatch(spec.name, spec.queue, list(job_ids), 0.0, wake=provider)
+    return True
 
 
 def _send(services: Services, messages: list[Message]) -> None:

@@ -17,10 +17,18 @@ from typing import Protocol
 from models import Store
 from providers.base import Provider
 from providers.mysuite.descarga import DownloadQuery, PackageFile, Registration, RequestStatus
+from tasks.doorbell import AlwaysRing, Doorbell
 from tasks.policy import Policy, ProcessingModel, fit_processing
 
-Dispatch = Callable[[str, str, Sequence[str], float], None]
-"""Send a step's message: (task name, queue, job ids, countdown seconds)."""
+
+class Dispatch(Protocol):
+    def __call__(
+        self, task: str, queue: str, job_ids: Sequence[str], countdown: float, *, wake: str | None = None
+    ) -> None:
+        """Send a step's message. `wake`: the message answers that provider's doorbell
+        (`tasks.doorbell`), and may name no job at all."""
+        ...
+
 
 MODEL_TTL_SECONDS = 5.0
 """How long a fitted processing model is reused. Every submit and every pending poll needs one;
@@ -85,6 +93,7 @@ class Services:
     policy: Policy
     provider: Callable[[str], Provider]
     dispatch: Dispatch
+    doorbell: Doorbell = field(default_factory=AlwaysRing)
     monotonic: Callable[[], float] = time.monotonic
     addenda: Callable[[], AddendaService] = prodigia
     descarga: Callable[[], DescargaService] = mysuite_descarga

@@ -142,3 +142,8 @@ def workflow(kind: str) -> Workflow:
 
 def all_steps() -> list[StepSpec]:
     return [spec for wf in WORKFLOWS.values() for spec in wf.steps]
+
+
+def kind_of(spec: StepSpec) -> str:
+    """The kind of job a step belongs to (a wake-up names a step and a provider, not a job)."""
+    return next(wf.kind for wf in WORKFLOWS.values() if spec in wf.steps)

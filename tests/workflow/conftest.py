@@ -13,7 +13,7 @@ import pytest
 
 from models import Job, Store, make_engine
 from tasks.policy import Policy
-from tasks.runner import run_step, sweep
+from tasks.runner import ring, run_step, sweep
 from tasks.services import Services
 from tasks.workflows import all_steps
 from tests.workflow.memory import FixedClock, MemoryProvider
@@ -27,6 +27,7 @@ class Sent:
     queue: str
     job_ids: list[str]
     countdown: float
+    wake: str | None = None
 
 
 @dataclass
@@ -50,15 +51,15 @@ class Flow:
             deadline=timedelta(seconds=self.services.policy.deadline_seconds),
             dispatch_grace=timedelta(seconds=self.services.policy.redispatch_seconds),
         )
-        self.outbox.append(Sent("einvoice.submit", "submit", [job.id], 0.0))
+        ring(self.services.doorbell, self.services.dispatch, STEPS["einvoice.submit"], job.provider, [job.id])
         return job
 
     def one_at_a_time(self) -> None:
         """A submit claims only the job its message names: for tests of what each call decides."""
         self.services = replace(self.services, policy=replace(self.services.policy, submit_batch=1))
 
-    def run(self, task: str, job_ids: list[str]) -> dict[str, str]:
-        return run_step(self.services, STEPS[task], job_ids)
+    def run(self, task: str, job_ids: list[str], wake: str | None = None) -> dict[str, str]:
+        return run_step(self.services, STEPS[task], job_ids, wake=wake)
 
     def deliver(self, *, limit: int | None = None) -> list[dict[str, str]]:
         """Deliver messages in order (at most `limit`, else until none is left), moving the clock
@@ -69,7 +70,7 @@ class Flow:
                 return results
             message = self.outbox.pop(0)
             self.clock.advance(message.countdown)
-            results.append(self.run(message.task, message.job_ids))
+            results.append(self.run(message.task, message.job_ids, message.wake))
         if limit is None:
             raise AssertionError("messages keep coming")
         return results
@@ -130,8 +131,8 @@ def _flow(url: str, tmp_path: Path) -> Iterator[Flow]:
     outbox: list[Sent] = []
     sent: list[Sent] = []
 
-    def dispatch(task: str, queue: str, ids: Sequence[str], countdown: float) -> None:
-        outbox.append(Sent(task, queue, list(ids), countdown))
+    def dispatch(task: str, queue: str, job_ids: Sequence[str], countdown: float, *, wake: str | None = None) -> None:
+        outbox.append(Sent(task, queue, list(job_ids), countdown, wake))
         sent.append(outbox[-1])
 
     services = Services(store=store, policy=test_policy(tmp_path), provider=lambda name: provider, dispatch=dispatch)

@@ -111,3 +111,19 @@ class MemoryProvider:
 
     def close(self) -> None:
         pass
+
+
+class MemoryDoorbell:
+    """The doorbell of `tasks.doorbell` as a set: which (step, provider) has a wake-up pending."""
+
+    def __init__(self) -> None:
+        self.pending: set[tuple[str, str]] = set()
+
+    def ring(self, step: str, provider: str) -> bool:
+        if (step, provider) in self.pending:
+            return False
+        self.pending.add((step, provider))
+        return True
+
+    def answer(self, step: str, provider: str) -> None:
+        self.pending.discard((step, provider))

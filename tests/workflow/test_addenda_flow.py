@@ -282,7 +282,7 @@ def test_no_addenda_is_created_for_an_invalid_invoice_nor_twice_for_a_repeat(flo
 def other_process(flow: Flow, url: str) -> Services:
     """A second worker process on the same database: its own store, breaker cache and messages."""
     store = Store(make_engine(url), clock=flow.clock)
-    return replace(flow.services, store=store, dispatch=lambda *args: None)
+    return replace(flow.services, store=store, dispatch=lambda *args, **kwargs: None)
 
 
 def test_login_guard_lets_one_call_out_while_credentials_are_unconfirmed(flow: Flow) -> None:
