@@ -74,6 +74,9 @@ class Job(Base):
     state_changed_at: Mapped[datetime] = mapped_column(Timestamp())
     submitted_at: Mapped[datetime | None] = mapped_column(Timestamp())
     issued_at: Mapped[datetime | None] = mapped_column(Timestamp())
+    # When the poll that saw the document issued was due (it ran at `issued_at`, later if the
+    # workers were behind): the processing time is learnt from it (`Stats.processing_samples`).
+    poll_due_at: Mapped[datetime | None] = mapped_column(Timestamp())
     doc_guid: Mapped[str | None] = mapped_column(sa.String(100))
     doc_year: Mapped[int | None] = mapped_column(sa.Integer)
     doc_batch: Mapped[str | None] = mapped_column(sa.String(100))

@@ -86,10 +86,16 @@ class Stats:
         submission to the last poll that found it still pending (None when the first poll found it
         done). The true processing time lies between them, which is what the first poll of a new
         document is scheduled from.
+
+        A poll that ran late (the workers were behind) counts from when it was due. The bound is
+        then optimistic, not certain; but counted from when it ran, the workers' own backlog would
+        pass for processing time, push the next first polls later and leave finished documents
+        waiting once the backlog is gone. An estimate too low costs a first poll that finds the
+        document pending, and that poll brackets it again.
         """
         with self.db.session() as session:
             rows = session.execute(
-                sa.select(Job.id, Job.submitted_at, Job.issued_at, Job.size_bytes)
+                sa.select(Job.id, Job.submitted_at, Job.issued_at, Job.poll_due_at, Job.size_bytes)
                 .where(
                     Job.provider == provider,
                     Job.issued_at.is_not(None),
@@ -110,12 +116,13 @@ class Stats:
                 ).all()
             )
         samples: list[tuple[int, float | None, float]] = []
-        for job_id, submitted, issued, size in rows:
+        for job_id, submitted, issued, due, size in rows:
             if submitted is None or issued is None:
                 continue
             polled = pending.get(job_id)
             lower = max(0.0, (polled - submitted).total_seconds()) if polled is not None else None
-            samples.append((size, lower, max(0.0, (issued - submitted).total_seconds())))
+            seen = min(issued, due) if due is not None else issued
+            samples.append((size, lower, max(0.0, (seen - submitted).total_seconds())))
         return samples
 
 

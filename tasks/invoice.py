@@ -134,6 +134,13 @@ class FetchGate:
                 self._first_done.set()
 
 
+def _poll_due(ctx: StepContext, polls: int) -> datetime | None:
+    """When the poll that saw the document issued was due, if a poll saw it and that is known."""
+    if not polls or ctx.due_at is None:
+        return None
+    return min(ctx.now, ctx.due_at)
+
+
 def _issue(
     ctx: StepContext,
     job: Job,
@@ -155,7 +162,7 @@ def _issue(
     issued = Step(
         JobState.ISSUED,
         f"issued as {doc.fiscal or 'document'}" + (f"; observations: {observations}" if observations else ""),
-        {**document_fields(doc), "issued_at": ctx.now, "polls": polls},
+        {**document_fields(doc), "issued_at": ctx.now, "polls": polls, "poll_due_at": _poll_due(ctx, polls)},
     )
     steps = [*lead, issued]
     if set(files) >= BOTH_FILES or (files and ctx.provider(job.provider).retrieve_in_verify):

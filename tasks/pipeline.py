@@ -8,10 +8,10 @@ services; everything else lives in `tasks/runner.py` (how any step runs) and `ta
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from models.states import final_states
 from tasks import runner
@@ -25,13 +25,21 @@ PURGE_BATCH = 500
 
 
 def _bind(spec: StepSpec) -> Any:
-    def step(job_ids: list[str] | str, wake: str | None = None) -> dict[str, str]:
+    def step(task: Task, job_ids: list[str] | str, wake: str | None = None) -> dict[str, str]:
         ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
-        return runner.run_step(services(), spec, ids, wake=wake)
+        return runner.run_step(services(), spec, ids, wake=wake, due_at=_eta(task.request.eta))
 
     step.__name__ = spec.name.rsplit(".", 1)[-1]
     step.__doc__ = spec.run.__doc__
-    return shared_task(name=spec.name, acks_late=True, ignore_result=True)(step)
+    return shared_task(name=spec.name, bind=True, acks_late=True, ignore_result=True)(step)
+
+
+def _eta(value: str | datetime | None) -> datetime | None:
+    """A message's countdown, as the time it was due (Celery hands it over as ISO 8601 text)."""
+    if value is None:
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 STEP_TASKS = {spec.name: _bind(spec) for spec in all_steps()}

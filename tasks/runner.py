@@ -70,7 +70,13 @@ def breaker_policy(pol: Policy) -> BreakerPolicy:
 
 
 def run_step(
-    services: Services, spec: StepSpec, job_ids: Sequence[str], *, actor: str = ACTOR, wake: str | None = None
+    services: Services,
+    spec: StepSpec,
+    job_ids: Sequence[str],
+    *,
+    actor: str = ACTOR,
+    wake: str | None = None,
+    due_at: datetime | None = None,
 ) -> dict[str, str]:
     """Run one step for the given jobs; returns what happened to each claimed job, by name.
 
@@ -100,7 +106,7 @@ def run_step(
     if not claimed:
         return {}
     wf = workflow(claimed[0].job.kind)
-    ctx = StepContext(services, services.now())
+    ctx = StepContext(services, services.now(), due_at)
     decided: dict[str, Outcome | Blocked | Held] = {}
     callable_jobs: list[Claimed] = []
     for item in claimed:

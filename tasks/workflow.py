@@ -22,10 +22,12 @@ from tasks.services import Services
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step function sees: the services, and the time the step started."""
+    """What a step function sees: the services, the time the step started, and when its message
+    was due (None when it went out to run at once): `now` is later when the workers are behind."""
 
     services: Services
     now: datetime
+    due_at: datetime | None = None
 
     @property
     def policy(self) -> Policy:

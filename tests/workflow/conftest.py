@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -58,8 +58,10 @@ class Flow:
         """A submit claims only the job its message names: for tests of what each call decides."""
         self.services = replace(self.services, policy=replace(self.services.policy, submit_batch=1))
 
-    def run(self, task: str, job_ids: list[str], wake: str | None = None) -> dict[str, str]:
-        return run_step(self.services, STEPS[task], job_ids, wake=wake)
+    def run(
+        self, task: str, job_ids: list[str], wake: str | None = None, due_at: datetime | None = None
+    ) -> dict[str, str]:
+        return run_step(self.services, STEPS[task], job_ids, wake=wake, due_at=due_at)
 
     def deliver(self, *, limit: int | None = None) -> list[dict[str, str]]:
         """Deliver messages in order (at most `limit`, else until none is left), moving the clock
@@ -70,7 +72,8 @@ class Flow:
                 return results
             message = self.outbox.pop(0)
             self.clock.advance(message.countdown)
-            results.append(self.run(message.task, message.job_ids, message.wake))
+            due = self.clock() if message.countdown else None
+            results.append(self.run(message.task, message.job_ids, message.wake, due))
         if limit is None:
             raise AssertionError("messages keep coming")
         return results

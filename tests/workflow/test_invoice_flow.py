@@ -7,6 +7,7 @@ import hashlib
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from models import Health, Job, JobState
@@ -552,3 +553,23 @@ def test_a_file_sent_inline_and_linked_again_is_archived_once_the_linked_copy_ke
     assert sorted(kept) == ["pdf", "xml"]
     assert kept["xml"].sha256 == hashlib.sha256(XML).hexdigest(), "the linked copy came last and is kept"
     assert Path(kept["xml"].path).read_bytes() == XML
+
+
+def test_a_poll_that_ran_late_teaches_the_processing_time_from_when_it_was_due(flow: Flow) -> None:
+    job = flow.enqueue("LATE-1")
+    flow.provider.verifies.append(PENDING)
+    flow.deliver(limit=2)  # the submit, then a first poll that finds it pending
+    [poll] = flow.outbox
+    flow.outbox.clear()
+    flow.clock.advance(poll.countdown)
+    due = flow.clock()
+    flow.clock.advance(20.0)  # the workers were behind
+    assert flow.run(poll.task, poll.job_ids, due_at=due) == {job.id: "retrieved"}
+    submitted = flow.job(job.id).submitted_at
+    assert submitted is not None
+    [(_, lower, upper)] = flow.store.stats.processing_samples(flow.provider.name)
+    assert upper == pytest.approx((due - submitted).total_seconds()), "the backlog is no processing time"
+    assert lower is not None and lower < upper
+    on_time = flow.enqueue("LATE-2")
+    flow.deliver()
+    assert flow.job(on_time.id).poll_due_at is not None, "a poll sent with a countdown knows when it was due"
