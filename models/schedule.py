@@ -26,6 +26,7 @@ class Due:
     kind: str
     state: str
     provider: str
+    size_bytes: int = 0
 
 
 @functools.cache
@@ -46,7 +47,7 @@ def _take_due_statement(skip_locked: bool) -> sa.Update:
         sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
         jobs.c.provider.not_in(blocked),
     ]
-    returning = [jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.provider]
+    returning = [jobs.c.id, jobs.c.kind, jobs.c.state, jobs.c.provider, jobs.c.size_bytes]
     return take_due_statement(jobs, conditions, returning, skip_locked=skip_locked)
 
 
@@ -64,7 +65,7 @@ class Schedule:
         bound = {"now": now, "until": now + redispatch_after, "limit": limit}
         with self.db.connection() as conn:
             rows = conn.execute(_take_due_statement(self.db.skip_locked), bound).all()
-        return [Due(row.id, row.kind, row.state, row.provider) for row in rows]
+        return [Due(row.id, row.kind, row.state, row.provider, int(row.size_bytes or 0)) for row in rows]
 
     def purge_payloads(self, *, final_states: frozenset[str], older_than: timedelta, limit: int) -> int:
         """Drop the document bytes of jobs that reached a final state long ago; the job, its events

@@ -15,7 +15,7 @@ from celery import Task, shared_task
 
 from models.states import final_states
 from tasks import runner
-from tasks.context import celery_dispatch, doorbell, services
+from tasks.context import celery_dispatch, doorbell, policy, services
 from tasks.workflow import StepSpec
 from tasks.workflows import all_steps, workflow
 
@@ -69,17 +69,23 @@ def purge_payloads() -> int:
 
 
 def dispatch(
-    job_id: str, state: str, delay: float = 0.0, *, kind: str = "invoice", provider: str | None = None
+    job_id: str,
+    state: str,
+    delay: float = 0.0,
+    *,
+    kind: str = "invoice",
+    provider: str | None = None,
+    size_bytes: int = 0,
 ) -> None:
     """Publish the step that a job of `kind` in `state` is waiting for (producer, operator).
 
-    With its `provider`, a job due now whose step gathers rings the provider's doorbell instead:
-    a wake-up already pending will claim it (`tasks.doorbell`).
+    Given its `provider`, a job due now that its step would gather (`runner.gatherable`) rings the
+    provider's doorbell instead: a wake-up already pending will claim it (`tasks.doorbell`).
     """
     spec = workflow(kind).step_for(state)
     if spec is None:
         raise ValueError(f"a {kind} in state {state} has no step to run")
-    if spec.gather and provider is not None and not delay:
+    if provider is not None and not delay and runner.gatherable(policy(), spec, size_bytes):
         runner.ring(doorbell(), celery_dispatch, spec, provider, [job_id])
     else:
         celery_dispatch(spec.name, spec.queue, [job_id], delay)

@@ -144,6 +144,12 @@ def ring(doorbell: Doorbell, dispatch: Dispatch, spec: StepSpec, provider: str, 
     return True
 
 
+def gatherable(policy: Policy, spec: StepSpec, size_bytes: int) -> bool:
+    """Whether a wake-up of this step would claim a waiting job of this size; a larger document
+    needs a message of its own."""
+    return spec.gather and policy.submit_batch > 1 and size_bytes <= policy.gather_max_bytes
+
+
 def _send(services: Services, messages: list[Message]) -> None:
     """Publish the batch's next messages; those of a batch step for one provider due within the
     same second go out as one message, up to the provider's batch size.
@@ -420,6 +426,8 @@ def sweep(services: Services) -> int:
     """Dispatch every job whose next step is due: polls, retries, lost messages, links to refresh.
 
     Jobs of one provider waiting in a batch step go out together, up to the provider's batch size.
+    Those a gathering step would claim together ring its doorbell instead: a backlog longer than
+    the redispatch grace is no lost message, and one wake-up drains it batch after batch.
     """
     pol = services.policy
     total = 0
@@ -428,8 +436,15 @@ def sweep(services: Services) -> int:
             limit=pol.sweep_batch, redispatch_after=timedelta(seconds=pol.redispatch_seconds)
         )
         groups: dict[tuple[str, str, str], list[str]] = {}
+        rung: dict[tuple[StepSpec, str], str] = {}
         for row in due:
-            groups.setdefault((row.kind, row.state, row.provider), []).append(row.job_id)
+            spec = workflow(row.kind).step_for(row.state)
+            if spec is not None and gatherable(pol, spec, row.size_bytes):
+                rung.setdefault((spec, row.provider), row.job_id)
+            else:
+                groups.setdefault((row.kind, row.state, row.provider), []).append(row.job_id)
+        for (spec, provider), job_id in rung.items():
+            ring(services.doorbell, services.dispatch, spec, provider, [job_id])
         for (kind, state, provider), ids in groups.items():
             spec = workflow(kind).step_for(state)
             if spec is None:

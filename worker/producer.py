@@ -258,7 +258,7 @@ def _publish(job: Job, internal_id: str) -> None:
         log.info("job=%s internal_id=%s not published (broker down); the sweep will pick it up", job.id, internal_id)
         return
     try:
-        dispatch(job.id, JobState.QUEUED, provider=job.provider)
+        dispatch(job.id, JobState.QUEUED, provider=job.provider, size_bytes=job.size_bytes)
     except Exception as exc:  # the sweep will dispatch it from the database
         with _publish_lock:
             _publish_skip_until = time.monotonic() + PUBLISH_BACKOFF_SECONDS

@@ -13,7 +13,7 @@ import pytest
 
 from models import Job, Store, make_engine
 from tasks.policy import Policy
-from tasks.runner import ring, run_step, sweep
+from tasks.runner import gatherable, ring, run_step, sweep
 from tasks.services import Services
 from tasks.workflows import all_steps
 from tests.workflow.memory import FixedClock, MemoryProvider
@@ -51,7 +51,11 @@ class Flow:
             deadline=timedelta(seconds=self.services.policy.deadline_seconds),
             dispatch_grace=timedelta(seconds=self.services.policy.redispatch_seconds),
         )
-        ring(self.services.doorbell, self.services.dispatch, STEPS["einvoice.submit"], job.provider, [job.id])
+        spec = STEPS["einvoice.submit"]
+        if gatherable(self.services.policy, spec, job.size_bytes):
+            ring(self.services.doorbell, self.services.dispatch, spec, job.provider, [job.id])
+        else:
+            self.services.dispatch(spec.name, spec.queue, [job.id], 0.0)
         return job
 
     def one_at_a_time(self) -> None:

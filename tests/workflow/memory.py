@@ -114,16 +114,20 @@ class MemoryProvider:
 
 
 class MemoryDoorbell:
-    """The doorbell of `tasks.doorbell` as a set: which (step, provider) has a wake-up pending."""
+    """The Redis doorbell of `tasks.doorbell` on the test's clock: which (step, provider) has a
+    wake-up pending, until when."""
 
-    def __init__(self) -> None:
-        self.pending: set[tuple[str, str]] = set()
+    def __init__(self, clock: FixedClock, ttl_seconds: float) -> None:
+        self.clock = clock
+        self.ttl = timedelta(seconds=ttl_seconds)
+        self.pending: dict[tuple[str, str], datetime] = {}
 
     def ring(self, step: str, provider: str) -> bool:
-        if (step, provider) in self.pending:
+        expires = self.pending.get((step, provider))
+        if expires is not None and expires > self.clock():
             return False
-        self.pending.add((step, provider))
+        self.pending[(step, provider)] = self.clock() + self.ttl
         return True
 
     def answer(self, step: str, provider: str) -> None:
-        self.pending.discard((step, provider))
+        self.pending.pop((step, provider), None)

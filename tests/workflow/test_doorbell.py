@@ -13,7 +13,8 @@ from tests.workflow.memory import MemoryDoorbell
 
 @pytest.fixture
 def rung(flow: Flow) -> Flow:
-    flow.services = replace(flow.services, doorbell=MemoryDoorbell())
+    bell = MemoryDoorbell(flow.clock, flow.services.policy.redispatch_seconds)
+    flow.services = replace(flow.services, doorbell=bell)
     return flow
 
 
@@ -59,9 +60,38 @@ def test_a_wake_up_that_finds_its_document_taken_still_claims_the_waiting_ones(r
 
 def test_a_lost_wake_up_leaves_its_document_due_for_the_sweep(rung: Flow) -> None:
     job = rung.enqueue("L-1")
-    rung.outbox.clear()  # the wake-up is lost with the broker
+    rung.outbox.clear()  # the wake-up is lost, its bell still set until it expires
     grace = rung.services.policy.redispatch_seconds
     rung.clock.advance(grace + 1)
     assert rung.sweep() == 1
+    assert [m.job_ids for m in rung.outbox] == [[job.id]], "the bell expired with the grace"
     rung.deliver()
     assert rung.job(job.id).state == "retrieved"
+
+
+def test_a_document_too_large_to_gather_gets_its_own_message(rung: Flow) -> None:
+    small = rung.enqueue("SZ-1")
+    large = rung.enqueue("SZ-2", b"<doc>" + b"x" * rung.services.policy.gather_max_bytes + b"</doc>")
+    assert [(m.job_ids, m.wake) for m in rung.outbox] == [([small.id], "memory"), ([large.id], None)]
+    rung.deliver()
+    assert {rung.job(small.id).state, rung.job(large.id).state} == {"retrieved"}
+
+
+def test_the_sweep_rings_once_for_a_backlog_past_the_grace(rung: Flow) -> None:
+    batch = rung.services.policy.submit_batch
+    jobs = [rung.enqueue(f"SW-{n}") for n in range(batch + 3)]
+    large = rung.enqueue("SW-L", b"<doc>" + b"x" * rung.services.policy.gather_max_bytes + b"</doc>")
+    rung.outbox.clear()  # every message lost
+    rung.clock.advance(rung.services.policy.redispatch_seconds + 1)
+    assert rung.sweep() == len(jobs) + 1
+    assert sorted((len(m.job_ids), m.wake or "") for m in rung.outbox) == [(1, ""), (1, "memory")], (
+        "one wake-up for the small ones, a message of its own for the large one"
+    )
+    rung.deliver()
+    assert {rung.job(job.id).state for job in [*jobs, large]} == {"retrieved"}
+    later = rung.enqueue("SW-X")
+    rung.outbox.clear()
+    rung.clock.advance(rung.services.policy.redispatch_seconds + 1)
+    assert rung.services.doorbell.ring("einvoice.submit", "memory"), "another document's wake-up is pending"
+    assert rung.sweep() == 1 and rung.outbox == [], "that wake-up will claim it: nothing is sent"
+    assert rung.job(later.id).state == "queued"
