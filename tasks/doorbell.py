@@ -10,7 +10,8 @@ per (step, provider):
 - the run of that message answers the bell (clears it) *before* it claims. A document whose ring
   found the bell set was committed before the answer, so the claim sees it;
 - a run that comes back with a full batch rings again, so a backlog drains batch after batch, with
-  each next batch claimed while the previous one is still calling the provider.
+  each next batch claimed while the previous one is still calling the provider; a batch the
+  breaker holds back rings for none (the sweep rings once the provider is let through).
 
 The bell is a hint, never the record. A lost message or a flushed Redis leaves the documents due
 in the database, where the sweep finds them after the redispatch grace.

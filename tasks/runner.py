@@ -101,8 +101,6 @@ def run_step(
     claimed = services.store.steps.claim(
         job_ids, spec.state, lease, count_attempt=spec.count_attempt, with_payload=spec.with_payload, gather=gather
     )
-    if wake is not None and gather is not None and len(claimed) >= pol.submit_batch:
-        ring(services.doorbell, services.dispatch, spec, wake)
     if not claimed:
         return {}
     wf = workflow(claimed[0].job.kind)
@@ -117,6 +115,10 @@ def run_step(
         else:
             callable_jobs.append(item)
     allowed = _through_breaker(services, ctx.now, callable_jobs, decided, guarded=spec.guards_logins)
+    if wake is not None and gather is not None and len(claimed) >= pol.submit_batch and allowed == callable_jobs:
+        # The next batch is claimed while this one calls; a batch the breaker held back stops the
+        # chain, and the sweep rings again once the provider is let through.
+        ring(services.doorbell, services.dispatch, spec, wake)
     if allowed:
         decided.update(_call(spec, ctx, allowed))
     changes: list[Change] = []

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from providers.base import AuthError
 from tests.workflow.conftest import Flow
 from tests.workflow.memory import MemoryDoorbell
 
@@ -95,3 +96,18 @@ def test_the_sweep_rings_once_for_a_backlog_past_the_grace(rung: Flow) -> None:
     assert rung.services.doorbell.ring("einvoice.submit", "memory"), "another document's wake-up is pending"
     assert rung.sweep() == 1 and rung.outbox == [], "that wake-up will claim it: nothing is sent"
     assert rung.job(later.id).state == "queued"
+
+
+def test_a_batch_the_breaker_holds_back_stops_the_chain_until_the_sweep(rung: Flow) -> None:
+    batch = rung.services.policy.submit_batch
+    rung.provider.submits.append(AuthError("bad login"))
+    jobs = [rung.enqueue(f"P-{n}") for n in range(2 * batch + 3)]
+    rung.deliver()
+    assert submits(rung) == 2, "the batch behind the refusal was held back and rang for no other"
+    assert rung.provider.calls == ["submit:P-0"]
+    assert sum(rung.job(job.id).state == "queued" for job in jobs) == len(jobs)
+    rung.store.pauses.resume_provider("memory")
+    rung.clock.advance(rung.services.policy.redispatch_seconds + 1)
+    rung.sweep()
+    rung.deliver()
+    assert {rung.job(job.id).state for job in jobs} == {"retrieved"}
