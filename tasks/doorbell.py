@@ -69,17 +69,21 @@ class RedisDoorbell:
 
     def ring(self, step: str, provider: str) -> bool:
         try:
-            return bool(self.client.set(KEY_PREFIX + f"{step}:{provider}", b"1", nx=True, px=self.ttl_ms))
+            return bool(self.client.set(_key(step, provider), b"1", nx=True, px=self.ttl_ms))
         except redis.RedisError as exc:
             log.warning("doorbell of %s for %s unreadable (%s): sending a wake-up", step, provider, exc)
             return True
 
     def answer(self, step: str, provider: str) -> None:
         try:
-            self.client.delete(KEY_PREFIX + f"{step}:{provider}")
+            self.client.delete(_key(step, provider))
         except redis.RedisError as exc:
             # The key expires on its own; until then new documents wait for this run or the sweep.
             log.warning("doorbell of %s for %s not cleared (%s)", step, provider, exc)
+
+
+def _key(step: str, provider: str) -> str:
+    return f"{KEY_PREFIX}{step}:{provider}"
 
 
 def for_broker(url: str, ttl_seconds: float) -> Doorbell:

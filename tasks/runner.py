@@ -115,7 +115,12 @@ def run_step(
         else:
             callable_jobs.append(item)
     allowed = _through_breaker(services, ctx.now, callable_jobs, decided, guarded=spec.guards_logins)
-    if wake is not None and gather is not None and len(claimed) >= pol.submit_batch and allowed == callable_jobs:
+    if (
+        wake is not None
+        and gather is not None
+        and len(claimed) >= pol.submit_batch
+        and len(allowed) == len(callable_jobs)
+    ):
         # The next batch is claimed while this one calls; a batch the breaker held back stops the
         # chain, and the sweep rings again once the provider is let through.
         ring(services.doorbell, services.dispatch, spec, wake)
@@ -137,13 +142,10 @@ def run_step(
     return {item.job.id: _name(decided[item.job.id]) for item, ok in zip(claimed, applied, strict=True) if ok}
 
 
-def ring(doorbell: Doorbell, dispatch: Dispatch, spec: StepSpec, provider: str, job_ids: Sequence[str] = ()) -> bool:
-    """Wake a gathering step for `provider` unless a wake-up is already pending (`tasks.doorbell`);
-    True when this ring sent it."""
-    if not doorbell.ring(spec.name, provider):
-        return False
-    dispatch(spec.name, spec.queue, list(job_ids), 0.0, wake=provider)
-    return True
+def ring(doorbell: Doorbell, dispatch: Dispatch, spec: StepSpec, provider: str, job_ids: Sequence[str] = ()) -> None:
+    """Wake a gathering step for `provider` unless a wake-up is already pending (`tasks.doorbell`)."""
+    if doorbell.ring(spec.name, provider):
+        dispatch(spec.name, spec.queue, list(job_ids), 0.0, wake=provider)
 
 
 def gatherable(policy: Policy, spec: StepSpec, size_bytes: int) -> bool:
@@ -437,20 +439,19 @@ def sweep(services: Services) -> int:
         due = services.store.schedule.take_due(
             limit=pol.sweep_batch, redispatch_after=timedelta(seconds=pol.redispatch_seconds)
         )
-        groups: dict[tuple[str, str, str], list[str]] = {}
+        groups: dict[tuple[StepSpec, str], list[str]] = {}
         rung: dict[tuple[StepSpec, str], str] = {}
         for row in due:
             spec = workflow(row.kind).step_for(row.state)
-            if spec is not None and gatherable(pol, spec, row.size_bytes):
-                rung.setdefault((spec, row.provider), row.job_id)
-            else:
-                groups.setdefault((row.kind, row.state, row.provider), []).append(row.job_id)
-        for (spec, provider), job_id in rung.items():
-            ring(services.doorbell, services.dispatch, spec, provider, [job_id])
-        for (kind, state, provider), ids in groups.items():
-            spec = workflow(kind).step_for(state)
             if spec is None:
                 continue
+            if gatherable(pol, spec, row.size_bytes):
+                rung.setdefault((spec, row.provider), row.job_id)
+            else:
+                groups.setdefault((spec, row.provider), []).append(row.job_id)
+        for (spec, provider), job_id in rung.items():
+            ring(services.doorbell, services.dispatch, spec, provider, [job_id])
+        for (spec, provider), ids in groups.items():
             size = max(1, services.provider(provider).batch_size) if spec.batch else 1
             for chunk in _chunks(ids, size):
                 services.dispatch(spec.name, spec.queue, chunk, 0.0)

@@ -144,6 +144,9 @@ def all_steps() -> list[StepSpec]:
     return [spec for wf in WORKFLOWS.values() for spec in wf.steps]
 
 
+_KIND_OF_STEP = {spec.name: wf.kind for wf in WORKFLOWS.values() for spec in wf.steps}
+
+
 def kind_of(spec: StepSpec) -> str:
     """The kind of job a step belongs to (a wake-up names a step and a provider, not a job)."""
-    return next(wf.kind for wf in WORKFLOWS.values() if spec in wf.steps)
+    return _KIND_OF_STEP[spec.name]
