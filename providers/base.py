@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -77,6 +78,38 @@ class TransientError(ProviderError):
 def unanswered(error: BaseException) -> bool:
     """The provider gave no answer at all, even after the call's own retries: it looks down."""
     return isinstance(error, TransientError) and not error.answered
+
+
+class FailureStreak:
+    """Attempts in a row, from any thread of one client, that got no answer; any answer ends it.
+
+    In-call retries are for a blip on one connection. When the calls of several threads fail one
+    after another the provider looks down, and retrying each of them only multiplies what is sent
+    into the outage (three calls per step in flight): once the streak reaches `limit`, a failed
+    attempt is not retried in-call, and the step's own retry and the breaker take over.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._length = 0
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Around one request: lengthens the streak if it gets no answer, and ends it otherwise."""
+        try:
+            yield
+        except BaseException as exc:
+            with self._lock:
+                self._length = self._length + 1 if unanswered(exc) else 0
+            raise
+        with self._lock:
+            self._length = 0
+
+    @property
+    def provider_looks_down(self) -> bool:
+        with self._lock:
+            return self._length >= self.limit
 
 
 class RateLimitedError(ProviderError):

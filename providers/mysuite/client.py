@@ -25,6 +25,7 @@ import tenacity
 from providers.answers import MalformedAnswer
 from providers.base import (
     DownloadResult,
+    FailureStreak,
     PermanentError,
     ProviderError,
     RateLimitedError,
@@ -110,6 +111,9 @@ class MySuiteClient:
         self.links = links or LinkPolicy.for_provider([config.async_url, config.sync_url])
         self._envelopes = EnvelopeBuilder(config.requestor, config.entity, config.user, config.username)
         self._pool = ForkSafePool(self._open)
+        # The web service and the file host can fail apart, so each has its own streak.
+        self._soap_streak = FailureStreak(config.incall_attempts)
+        self._file_streak = FailureStreak(config.incall_attempts)
 
     def __repr__(self) -> str:
         return f"MySuiteClient({self.config!r})"
@@ -215,14 +219,18 @@ class MySuiteClient:
         (Descarga Masiva packages).
         """
         self.links.check(url)
-        return self._retrying(self._download_once, url, Path(dest), max_bytes, max_members)
+        return self._retrying(self._download_once, url, Path(dest), max_bytes, max_members, streak=self._file_streak)
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _retrying(self, call: Callable[..., T], *args: object) -> T:
-        """Short in-call retries of transient failures, for idempotent calls only."""
+    def _retrying(self, call: Callable[..., T], *args: object, streak: FailureStreak | None = None) -> T:
+        """Short in-call retries of transient failures, for idempotent calls only, while the
+        provider does not look down (`FailureStreak`; the file host's for downloads)."""
+        streak = streak or self._soap_streak
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientError),
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, TransientError) and not streak.provider_looks_down
+            ),
             stop=tenacity.stop_after_attempt(self.config.incall_attempts),
             wait=tenacity.wait_exponential(multiplier=self.config.incall_wait, max=2.0),
             before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
@@ -308,17 +316,18 @@ class MySuiteClient:
         envelope = (envelopes or self._envelopes).build(transaction, data1, data2, data3)
         headers = dict(envelope.headers, **{"Content-Length": str(envelope.content_length)})
         read = self.config.upload_timeout if upload else self.config.read_timeout
-        try:
-            with self._client().stream(
-                "POST", url, content=envelope.body(), headers=headers, timeout=self._timeout(read)
-            ) as response:
-                body = read_capped(response.iter_bytes(), MAX_ANSWER_BYTES, "MYSuite")
-                status, answer_headers = response.status_code, response.headers
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"MYSuite {transaction} timed out ({type(exc).__name__})") from exc
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise TransientError(f"MYSuite {transaction} connection failed ({type(exc).__name__})") from exc
-        return interpret_http_answer(status, answer_headers, body)
+        with self._soap_streak.attempt():
+            try:
+                with self._client().stream(
+                    "POST", url, content=envelope.body(), headers=headers, timeout=self._timeout(read)
+                ) as response:
+                    body = read_capped(response.iter_bytes(), MAX_ANSWER_BYTES, "MYSuite")
+                    status, answer_headers = response.status_code, response.headers
+            except httpx.TimeoutException as exc:
+                raise TransientError(f"MYSuite {transaction} timed out ({type(exc).__name__})") from exc
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                raise TransientError(f"MYSuite {transaction} connection failed ({type(exc).__name__})") from exc
+            return interpret_http_answer(status, answer_headers, body)
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -328,7 +337,7 @@ class MySuiteClient:
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         try:
-            with observed(PROVIDER, "download"):
+            with observed(PROVIDER, "download"), self._file_streak.attempt():
                 result = self._stream_to(url, partial, max_bytes)
                 check_content(partial, result[2], self.links, max_members=max_members)
             os.replace(partial, dest)

@@ -8,11 +8,13 @@ counters. The figures of each scenario are collected here and printed at the end
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import time
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models import Event, Store, make_engine
 from models.states import is_valid_path
@@ -34,6 +36,7 @@ from worker.samples import native_xml
 
 OBSERVER = "faults-observer"
 RESULTS: list[dict[str, Any]] = []
+TRANSACTION = re.compile(rb"<(?:\w+:)?Transaction>(\w+)<")
 
 # Short waits (tests/harness.py) so that recovery shows within seconds; the production defaults are in
 # tasks/policy.py and their bounds in RELIABILITY.md.
@@ -56,19 +59,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 class CallCounter:
     """Counts the SOAP calls that reach the sandbox, outage or not (the sandbox counts only the
-    ones it executes), with their time, so a test can count the calls inside a window."""
+    ones it executes), with their time and transaction, so a test can count the calls inside a
+    window and say which steps made them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.times: list[float] = []
+        self.calls: list[tuple[float, str]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and ".asmx" in scope["path"].lower():
-            self.times.append(time.time())
+            at = time.time()
+            first = await receive()
+            found = TRANSACTION.search(first.get("body", b"")[:4096])
+            self.calls.append((at, found.group(1).decode() if found else "?"))
+            replay = [first]
+
+            async def again() -> Message:
+                return replay.pop() if replay else await receive()
+
+            await self.app(scope, again, send)
+            return
         await self.app(scope, receive, send)
 
-    def between(self, start: float, end: float) -> int:
-        return sum(1 for t in list(self.times) if start <= t <= end)
+    def between(self, start: float, end: float) -> Counter[str]:
+        """The calls inside the window, by transaction (`.total()` for all of them)."""
+        return Counter(name for t, name in list(self.calls) if start <= t <= end)
 
 
 @dataclass

@@ -324,6 +324,25 @@ def test_fault_knobs_are_transient_and_idempotent_calls_retry(
     assert client.verify(request_id).status is VerifyStatus.ISSUED
 
 
+def test_in_call_retries_stop_while_the_provider_looks_down(sandbox: MySuiteSandbox, make_client: MakeClient) -> None:
+    """Three calls in a row without an answer: later calls are not retried in-call, until an answer."""
+    client = make_client()
+    request_id = client.submit(native_xml(LARGE, internal_id="INV-S"), "INV-S").request_id
+    sandbox.configure(http500_rate=1.0, fault_transactions=["ASYNC_CONVERT_VERIFY"])
+    with pytest.raises(TransientError):
+        client.verify(request_id)
+    assert sandbox.calls("ASYNC_CONVERT_VERIFY") == 3
+    with pytest.raises(TransientError):
+        client.verify(request_id)
+    assert sandbox.calls("ASYNC_CONVERT_VERIFY") == 4  # one try: the provider looks down
+    sandbox.configure(http500_rate=0.0)
+    assert client.verify(request_id).status is VerifyStatus.ISSUED
+    sandbox.configure(http500_rate=1.0)
+    with pytest.raises(TransientError):
+        client.verify(request_id)
+    assert sandbox.calls("ASYNC_CONVERT_VERIFY") == 8  # the answer ended the streak: three tries again
+
+
 def test_intermittent_faults_are_absorbed_by_in_call_retries(sandbox: MySuiteSandbox, make_client: MakeClient) -> None:
     client = make_client()
     request_id = client.submit(native_xml(LARGE, internal_id="INV-I"), "INV-I").request_id
