@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
     # name: (module, arguments of the full run, arguments of the quick run)
     "steps": ("bench.steps", "--invoices 1000", "--invoices 200"),
+    "http_client": ("bench.http_client", "--requests 400 --rounds 7", "--requests 100 --rounds 3"),
     "throughput": ("bench.throughput", "--invoices 5000 --noop 20000 --runs 3", "--invoices 600 --noop 4000 --runs 1"),
     "slow_provider": ("bench.slow_provider", "--invoices 2000 --runs 1", "--invoices 400 --runs 1"),
     "large_document": ("bench.mysuite_submit_40mb", "--runs 3", "--runs 1"),

@@ -40,6 +40,7 @@ import httpx
 from lxml import etree
 
 from providers.base import PermanentError, TransientError, read_setting
+from providers.http import Wire
 
 MIB = 1 << 20
 XML, PDF, ZIP = "application/xml", "application/pdf", "application/zip"
@@ -120,7 +121,7 @@ class LinkPolicy:
 
 
 @contextmanager
-def open_link(http: httpx.Client, url: str, policy: LinkPolicy, timeout: httpx.Timeout) -> Iterator[httpx.Response]:
+def open_link(http: Wire, url: str, policy: LinkPolicy, timeout: httpx.Timeout) -> Iterator[httpx.Response]:
     """GET a link as a stream, following only redirects whose target passes the policy too.
 
     The response handed out is the final one, whatever its status; the caller reads and closes it
@@ -128,8 +129,7 @@ def open_link(http: httpx.Client, url: str, policy: LinkPolicy, timeout: httpx.T
     """
     target = policy.check(url)
     for _ in range(policy.max_redirects + 1):
-        request = http.build_request("GET", target, timeout=timeout)
-        response = http.send(request, stream=True, follow_redirects=False)
+        response = http.request("GET", target, timeout)
         try:
             if response.is_redirect:
                 location = response.headers.get("location")

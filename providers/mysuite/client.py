@@ -36,7 +36,7 @@ from providers.base import (
     observed,
     verify_each,
 )
-from providers.http import ForkSafePool, read_capped, timeout
+from providers.http import ForkSafePool, Wire, read_capped, timeout
 from providers.links import MAX_ZIP_MEMBERS, LinkPolicy, UnexpectedContent, check_content, open_link
 from providers.mysuite.config import MySuiteConfig
 from providers.mysuite.parsing import (
@@ -132,17 +132,10 @@ class MySuiteClient:
 
     # -- connection pool ---------------------------------------------------------------------
 
-    def _open(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=self._timeout(self.config.read_timeout),
-            limits=httpx.Limits(
-                max_connections=self.config.max_connections,
-                max_keepalive_connections=self.config.max_connections,
-            ),
-            follow_redirects=False,
-        )
+    def _open(self) -> Wire:
+        return Wire(self.config.max_connections)
 
-    def _client(self) -> httpx.Client:
+    def _client(self) -> Wire:
         return self._pool.client()
 
     def _timeout(self, read: float) -> httpx.Timeout:
@@ -319,7 +312,7 @@ class MySuiteClient:
         with self._soap_streak.attempt():
             try:
                 with self._client().stream(
-                    "POST", url, content=envelope.body(), headers=headers, timeout=self._timeout(read)
+                    "POST", url, self._timeout(read), content=envelope.body(), headers=headers
                 ) as response:
                     body = read_capped(response.iter_bytes(), MAX_ANSWER_BYTES, "MYSuite")
                     status, answer_headers = response.status_code, response.headers
