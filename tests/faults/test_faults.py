@@ -60,6 +60,9 @@ def test_worker_killed_mid_submit_and_mid_verify(fault_stack: FaultStack) -> Non
 def test_redis_flushed_and_restarted(fault_stack: FaultStack) -> None:
     """Every message lost twice: the database is flushed, then the server dies and comes back empty."""
     stack = fault_stack
+    # Every call takes a while, so that work is still in flight when Redis is flushed (without it the
+    # first 90 invoices can all be final by then, and there is no progress left to see).
+    stack.admin("config", {"latency_ms": 150})
     docs = batch("REDIS", 210)
     names = list(docs)
     first, second, third = (
@@ -70,6 +73,7 @@ def test_redis_flushed_and_restarted(fault_stack: FaultStack) -> None:
     stack.worker()
     stack.submit(first, "r1")
     wait_until(lambda: stack.counts().get("retrieved", 0) >= 10, timeout=60, what="some progress")
+    assert not stack.all_final(len(first)), "work is left when Redis is flushed"
     stack.redis.flush()
     flushed = now()
     recovery_flush = stack.progress_after(flushed)
