@@ -12,9 +12,11 @@ ratio Wire / Client. The sandbox runs in its own process, so its CPU is not coun
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -30,22 +32,16 @@ REQUESTOR = "12211111-1111-1111-1111-111111111111"
 LIMIT = timeout(5.0, 30.0)
 
 
-def _client_pair(http: httpx.Client, url: str, build: Callable[[], Any], link: str) -> None:
-    envelope = build()
-    headers = dict(envelope.headers, **{"Content-Length": str(envelope.content_length)})
-    with http.stream("POST", url, content=envelope.body(), headers=headers, timeout=LIMIT) as response:
-        read_capped(response.iter_bytes(), MAX_ANSWER_BYTES, "MYSuite")
-    with http.stream("GET", link, timeout=LIMIT) as response:
-        for _ in response.iter_bytes(65536):
-            pass
+Opener = Callable[..., AbstractContextManager[httpx.Response]]
+"""`open(method, url, content=..., headers=...)`: one client's streaming request, with `LIMIT`."""
 
 
-def _wire_pair(http: Wire, url: str, build: Callable[[], Any], link: str) -> None:
+def _pair(open_: Opener, url: str, build: Callable[[], Any], link: str) -> None:
     envelope = build()
     headers = dict(envelope.headers, **{"Content-Length": str(envelope.content_length)})
-    with http.stream("POST", url, LIMIT, content=envelope.body(), headers=headers) as response:
+    with open_("POST", url, content=envelope.body(), headers=headers) as response:
         read_capped(response.iter_bytes(), MAX_ANSWER_BYTES, "MYSuite")
-    with http.stream("GET", link, LIMIT) as response:
+    with open_("GET", link) as response:
         for _ in response.iter_bytes(65536):
             pass
 
@@ -82,10 +78,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         client = httpx.Client(follow_redirects=False)
         wire = Wire(config.max_connections)
-        clients: dict[str, Callable[[], None]] = {
-            "httpx.Client": lambda: _client_pair(client, async_url, build, link),
-            "Wire": lambda: _wire_pair(wire, async_url, build, link),
+        openers: dict[str, Opener] = {
+            "httpx.Client": lambda method, url, **kw: client.stream(method, url, timeout=LIMIT, **kw),
+            "Wire": lambda method, url, **kw: wire.stream(method, url, LIMIT, **kw),
         }
+        clients = {name: functools.partial(_pair, open_, async_url, build, link) for name, open_ in openers.items()}
         for pair in clients.values():  # connections open and code paths warm before measuring
             _cpu_per_pair(pair, 50)
         samples: dict[str, list[float]] = {name: [] for name in clients}

@@ -82,25 +82,6 @@ class Wire:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         )
 
-    def request(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        timeout: httpx.Timeout,
-        *,
-        content: Iterator[bytes] | bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        """Send and return the response with its body still to read; the caller closes it."""
-        request = httpx.Request(
-            method,
-            url,
-            content=content,
-            headers={**self.HEADERS, **(headers or {})},
-            extensions={"timeout": timeout.as_dict()},
-        )
-        return self._transport.handle_request(request)
-
     @contextmanager
     def stream(
         self,
@@ -111,7 +92,15 @@ class Wire:
         content: Iterator[bytes] | bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Iterator[httpx.Response]:
-        response = self.request(method, url, timeout, content=content, headers=headers)
+        """Send, and hand out the response with its body still to read; it is closed on leaving."""
+        request = httpx.Request(
+            method,
+            url,
+            content=content,
+            headers={**self.HEADERS, **(headers or {})},
+            extensions={"timeout": timeout.as_dict()},
+        )
+        response = self._transport.handle_request(request)
         try:
             yield response
         finally:

@@ -129,8 +129,7 @@ def open_link(http: Wire, url: str, policy: LinkPolicy, timeout: httpx.Timeout) 
     """
     target = policy.check(url)
     for _ in range(policy.max_redirects + 1):
-        response = http.request("GET", target, timeout)
-        try:
+        with http.stream("GET", target, timeout) as response:
             if response.is_redirect:
                 location = response.headers.get("location")
                 if not location:
@@ -142,8 +141,6 @@ def open_link(http: Wire, url: str, policy: LinkPolicy, timeout: httpx.Timeout) 
                 raise UnexpectedContent(f"download announces {int(declared)} bytes, more than any cap allows")
             yield response
             return
-        finally:
-            response.close()
     raise UnsafeLink(f"download link redirects more than {policy.max_redirects} times")
 
 
